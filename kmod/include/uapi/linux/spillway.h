@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note OR MIT */
+/*
+ * spillway: accept groups with per-worker accept completion rings.
+ *
+ * This header is the whole contract between the kernel module and user
+ * space. The library (liburing-ext) includes it and redefines nothing.
+ *
+ * Objects:
+ *   /dev/spillway      control device: SPW_IOC_GROUP_CREATE -> group fd
+ *   group fd           SPW_IOC_RING_OPEN -> ring fd, SPW_IOC_GROUP_STATS
+ *   ring fd            mmap() the ring, SPW_IOC_ENTER, poll()
+ *
+ * Barrier contract (see struct spw_ring_hdr):
+ *   The kernel writes CQEs, then publishes them with one store-release of
+ *   @tail. The consumer load-acquires @tail, reads CQEs, then gives slots
+ *   back with one store-release of @head. The kernel reads @head once per
+ *   decision (READ_ONCE) and never trusts it beyond "how many slots are in
+ *   use", clamped to @ring_entries; it never indexes memory with it.
+ */
+#ifndef _UAPI_LINUX_SPILLWAY_H
+#define _UAPI_LINUX_SPILLWAY_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#define SPW_DEVICE_PATH		"/dev/spillway"
+#define SPW_ABI_VERSION		1
+
+#define SPW_MAX_MEMBERS		1024
+#define SPW_MAX_RING_ENTRIES	32768
+#define SPW_DEFAULT_RING_ENTRIES 64
+
+/* struct spw_group_create.flags */
+#define SPW_GROUP_F_CLOEXEC	(1U << 0)	/* group fd gets FD_CLOEXEC */
+#define SPW_GROUP_F_ALL		(SPW_GROUP_F_CLOEXEC)
+
+/*
+ * SPW_IOC_GROUP_CREATE on /dev/spillway. Registers every socket of the
+ * list as one group (all or nothing) and returns the group fd.
+ */
+struct spw_group_create {
+	__u64	fds;		/* user pointer to __s32[nr_fds]: listening TCP sockets */
+	__u32	nr_fds;		/* 1 .. SPW_MAX_MEMBERS */
+	__u32	ring_entries;	/* CQEs per ring: power of two, 0 = default */
+	__u32	flags;		/* SPW_GROUP_F_* */
+	__u32	resv[5];	/* must be zero */
+};
+
+/* struct spw_ring_open.flags */
+#define SPW_RING_OPEN_F_CLOEXEC	(1U << 0)
+#define SPW_RING_OPEN_F_ALL	(SPW_RING_OPEN_F_CLOEXEC)
+
+/*
+ * SPW_IOC_RING_OPEN on a group fd: a ring fd for member @member. The ring
+ * is sized (in bytes) @ring_bytes on return: mmap that many bytes at
+ * offset 0, PROT_READ | PROT_WRITE, MAP_SHARED.
+ */
+struct spw_ring_open {
+	__u32	member;		/* index in the create list */
+	__u32	flags;		/* SPW_RING_OPEN_F_* */
+	__u32	ring_entries;	/* out */
+	__u32	nr_members;	/* out */
+	__u64	ring_bytes;	/* out: mmap length */
+	__u32	cqes_offset;	/* out: byte offset of the CQE array */
+	__u32	resv[3];	/* must be zero */
+};
+
+/* struct spw_enter.flags */
+#define SPW_ENTER_F_TIMEOUT	(1U << 0)	/* @timeout_ns is valid */
+#define SPW_ENTER_F_ALL		(SPW_ENTER_F_TIMEOUT)
+
+/* struct spw_enter.accept_flags: the accept4() flags of the new sockets */
+#define SPW_ACCEPT_NONBLOCK	00004000	/* == SOCK_NONBLOCK == O_NONBLOCK */
+#define SPW_ACCEPT_CLOEXEC	02000000	/* == SOCK_CLOEXEC == O_CLOEXEC */
+
+/*
+ * SPW_IOC_ENTER on a ring fd: install every connection pending for this
+ * ring as an fd in the caller's file table and post one CQE each, then
+ * wait until at least @min_complete CQEs are in the ring (or the timeout
+ * expires, or a signal arrives). Returns the number of CQEs in the ring.
+ * A timeout with no CQE returns -ETIME.
+ */
+struct spw_enter {
+	__u32	min_complete;	/* 0: do not wait */
+	__u32	flags;		/* SPW_ENTER_F_* */
+	__u32	accept_flags;	/* SPW_ACCEPT_* */
+	__u32	resv;		/* must be zero */
+	__s64	timeout_ns;	/* relative, with SPW_ENTER_F_TIMEOUT */
+};
+
+/* Per-member counters, all monotonic except @outstanding / @pending. */
+struct spw_member_stats {
+	__u64	arrived;	/* connections that arrived on this member */
+	__u64	delivered;	/* CQEs posted to this member's ring */
+	__u64	spilled_out;	/* arrived here, sent to a sibling's ring */
+	__u64	spilled_in;	/* arrived at a sibling, sent to this ring */
+	__u64	dropped;	/* arrived here while every ring was full: reset */
+	__u64	rehomed;	/* pending here when the ring closed, moved on */
+	__u32	outstanding;	/* pending + posted-but-unconsumed, now */
+	__u32	pending;	/* assigned, not yet handed to the consumer */
+	__u32	ring_entries;
+	__u32	state;		/* SPW_MEMBER_* */
+};
+
+#define SPW_MEMBER_NEW		0	/* ring never opened: still takes work */
+#define SPW_MEMBER_OPEN		1	/* a consumer holds the ring */
+#define SPW_MEMBER_CLOSED	2	/* consumer gone: never a target */
+
+/*
+ * SPW_IOC_GROUP_STATS on a group fd or a ring fd. Fills @total and up to
+ * @nr entries of @members; returns the number of members of the group.
+ */
+struct spw_group_stats {
+	__u64	members;	/* user pointer to struct spw_member_stats[nr] */
+	__u32	nr;
+	__u32	resv;		/* must be zero */
+	struct spw_member_stats total;	/* out: sums over members */
+	__u64	stale;		/* out: tokens whose accept found nothing */
+	__u64	resv2[3];	/* out: zero */
+};
+
+/*
+ * The shared ring: mmap offset 0 of a ring fd. The header and the CQE
+ * array never share a cache line, nor do the fields the consumer writes
+ * and those the kernel writes.
+ */
+struct spw_ring_hdr {
+	/* Written by the consumer (store-release), read by the kernel. */
+	__u32	head;
+	__u32	resv0[15];
+
+	/* Written by the kernel (store-release), read by the consumer. */
+	__u32	tail;
+	/* Written once by the kernel at open; the consumer only reads. */
+	__u32	ring_mask;
+	__u32	ring_entries;
+	__u32	member;
+	__u32	nr_members;
+	/* Written by the kernel; SPW_RING_F_*. */
+	__u32	flags;
+	/* Written once by the kernel at open: byte offset of the CQE array. */
+	__u32	cqes_offset;
+	__u32	resv1[9];
+
+	/*
+	 * Written by the kernel, for cheap observation; the authoritative
+	 * counters come from SPW_IOC_GROUP_STATS.
+	 */
+	__u64	delivered;
+	__u64	spilled_in;
+	__u64	spilled_out;
+	__u64	dropped;
+	__u64	resv2[4];
+};
+
+/* struct spw_ring_hdr.flags */
+#define SPW_RING_F_WORK_PENDING	(1U << 0)	/* connections wait for an enter */
+#define SPW_RING_F_DROPPED	(1U << 1)	/* a connection of this member was reset */
+
+/* struct spw_addr: an IPv4 or IPv6 socket address. */
+struct spw_addr {
+	__u32	family;		/* AF_INET or AF_INET6 */
+	__u32	port;		/* host byte order */
+	__u32	addr[4];	/* network byte order; IPv4 uses addr[0] */
+	__u32	scope_id;	/* IPv6 only */
+	__u32	resv;
+};
+
+/* struct spw_cqe.flags */
+#define SPW_CQE_F_SPILLED	(1U << 0)	/* arrived on @origin, whose ring was full */
+
+struct spw_cqe {
+	__s32	fd;		/* connected socket, installed in the caller's table */
+	__u32	flags;		/* SPW_CQE_F_* */
+	__u32	origin;		/* member the connection arrived on */
+	__u32	member;		/* member whose ring this is */
+	struct spw_addr peer;	/* the client */
+	struct spw_addr local;	/* the address it connected to */
+};
+
+#define SPW_IOC_MAGIC		0xB7
+#define SPW_IOC_GROUP_CREATE	_IOWR(SPW_IOC_MAGIC, 1, struct spw_group_create)
+#define SPW_IOC_RING_OPEN	_IOWR(SPW_IOC_MAGIC, 2, struct spw_ring_open)
+#define SPW_IOC_ENTER		_IOWR(SPW_IOC_MAGIC, 3, struct spw_enter)
+#define SPW_IOC_GROUP_STATS	_IOWR(SPW_IOC_MAGIC, 4, struct spw_group_stats)
+
+#endif /* _UAPI_LINUX_SPILLWAY_H */

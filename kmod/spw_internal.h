@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * spw_internal.h - objects of the spillway module.
+ *
+ * Locking (outermost first):
+ *
+ *   group->open_lock  mutex; ring open/close and the lifetime of each
+ *                     ring's shared memory.
+ *   ring->post_lock   mutex; one CQ producer per ring at a time (two
+ *                     threads may enter the same ring). Held across
+ *                     kernel_accept(), which locks the listener.
+ *   group->lock       spinlock, BH-safe; the arrival path takes it from
+ *                     the listener's sk_data_ready (softirq, or process
+ *                     context from release_sock()). Protects acct[],
+ *                     every ring's token FIFO, every member's counters,
+ *                     @assigned and @drop_pending, @cursor and @dying.
+ *                     Never held across anything that sleeps.
+ *
+ * Listener callbacks are swapped under lock_sock() + sk_callback_lock;
+ * the arrival path runs under RCU, so teardown restores the callbacks,
+ * then waits for an RCU grace period before anything is freed.
+ */
+#ifndef SPW_INTERNAL_H
+#define SPW_INTERNAL_H
+
+#include <linux/mutex.h>
+#include <linux/net.h>
+#include <linux/refcount.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <uapi/linux/spillway.h>
+
+#include "spw_policy.h"
+
+/* Group-wide slots (members x ring entries) bound kernel memory. */
+#define SPW_MAX_GROUP_SLOTS	(1U << 18)
+
+/* Monotonic counters of one member; under group->lock. */
+struct spw_counters {
+	u64 arrived;
+	u64 delivered;
+	u64 spilled_out;
+	u64 spilled_in;
+	u64 dropped;
+	u64 rehomed;
+};
+
+struct spw_group;
+
+/* One listening socket of the group. */
+struct spw_member {
+	struct spw_group *group;
+	unsigned int idx;
+	struct socket *sock;		/* holds a reference on sock->file */
+	u32 saved_backlog;		/* sk_max_ack_backlog before we raised it */
+	bool hooked;
+	/*
+	 * Connections in this listener's accept queue that the group has
+	 * placed: tokens in any ring, tokens being handed over, and drops
+	 * not yet carried out. The arrival path places connections until
+	 * @assigned reaches the queue length.
+	 */
+	unsigned int assigned;
+	unsigned int drop_pending;
+	struct spw_counters st;
+};
+
+/* One accept completion ring. Its accounting lives in group->acct[idx]. */
+struct spw_ring {
+	struct spw_group *group;
+	unsigned int idx;
+	unsigned int state;		/* SPW_MEMBER_*; under group->lock */
+
+	/*
+	 * Token FIFO: "one connection from member tokens[i]". Free-running
+	 * indices masked on use, under group->lock. Its length plus the
+	 * tokens being handed over is acct->pending, never above entries.
+	 */
+	u32 *tokens;
+	unsigned int tok_head;
+	unsigned int tok_tail;
+
+	/* Shared memory; exists while a consumer holds the ring open. */
+	struct spw_ring_hdr *hdr;
+	struct spw_cqe *cqes;
+	size_t bytes;
+	unsigned int nr_open;		/* ring files; under group->open_lock */
+	unsigned int dummy_head;	/* acct->khead while there is no hdr */
+
+	struct mutex post_lock;
+	wait_queue_head_t wq;
+};
+
+struct spw_group {
+	spinlock_t lock;
+	refcount_t ref;			/* group files + ring files */
+	struct mutex open_lock;
+	bool dying;			/* under lock: no more placements */
+	unsigned int nr;
+	unsigned int entries;
+	unsigned int cursor;		/* where the next sibling scan starts */
+	u64 stale;			/* tokens whose accept found nothing */
+	struct spw_ring_acct *acct;	/* [nr], scanned by the policy */
+	struct spw_member *members;	/* [nr] */
+	struct spw_ring *rings;		/* [nr] */
+	struct work_struct drop_work;
+};
+
+/* spw_main.c */
+extern void (*spw_default_data_ready)(struct sock *sk);
+
+/* spw_group.c */
+long spw_group_create(struct spw_group_create __user *uarg);
+void spw_group_put(struct spw_group *g);
+long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg);
+void spw_child_fixup(struct sock *sk);
+void spw_reconcile_locked(struct spw_member *m);
+void spw_ring_rehome_locked(struct spw_ring *r);
+void spw_ring_work_posted_locked(struct spw_ring *r);
+
+/* spw_ring.c */
+long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg);
+int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx);
+void spw_ring_free(struct spw_ring *r);
+
+#endif /* SPW_INTERNAL_H */

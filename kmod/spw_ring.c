@@ -1,0 +1,475 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * spw_ring.c - accept completion rings: open, mmap, enter, poll, close.
+ *
+ * Connections are handed over only here, in the consumer's own context:
+ * kernel_accept() on the member the token names, an fd installed in the
+ * caller's table, one CQE written. The tail is published with a single
+ * smp_store_release() per batch (spw_ring_commit), which pairs with the
+ * library's load-acquire; the head is read with READ_ONCE() and trusted
+ * only as "slots in use", clamped to the ring size.
+ */
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/hrtimer.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/mm.h>
+#include <linux/poll.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <net/sock.h>
+
+#include "spw_internal.h"
+
+/* The CQE array starts on its own cache line. */
+#define SPW_CQES_OFFSET	ALIGN(sizeof(struct spw_ring_hdr), SMP_CACHE_BYTES)
+
+static const struct file_operations spw_ring_fops;
+
+static struct spw_ring_acct *spw_acct(struct spw_ring *r)
+{
+	return &r->group->acct[r->idx];
+}
+
+int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx)
+{
+	struct spw_ring_acct *a = &g->acct[idx];
+
+	r->group = g;
+	r->idx = idx;
+	r->state = SPW_MEMBER_NEW;
+	mutex_init(&r->post_lock);
+	init_waitqueue_head(&r->wq);
+	r->tokens = kvcalloc(g->entries, sizeof(*r->tokens), GFP_KERNEL_ACCOUNT);
+	if (!r->tokens)
+		return -ENOMEM;
+	a->entries = g->entries;
+	/* a ring nobody has opened yet still takes work: workers start late */
+	a->live = 1;
+	a->khead = &r->dummy_head;
+	return 0;
+}
+
+void spw_ring_free(struct spw_ring *r)
+{
+	vfree(r->hdr);
+	r->hdr = NULL;
+	kvfree(r->tokens);
+	r->tokens = NULL;
+}
+
+static void spw_addr_fill(struct spw_addr *a, const struct sockaddr_storage *ss)
+{
+	memset(a, 0, sizeof(*a));
+	a->family = ss->ss_family;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)ss;
+
+		a->port = ntohs(sin->sin_port);
+		a->addr[0] = (__force u32)sin->sin_addr.s_addr;
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const void *)ss;
+
+		a->port = ntohs(sin6->sin6_port);
+		memcpy(a->addr, &sin6->sin6_addr, sizeof(a->addr));
+		a->scope_id = sin6->sin6_scope_id;
+	}
+}
+
+static void spw_cqe_fill_addrs(struct spw_cqe *cqe, struct socket *sock)
+{
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (kernel_getpeername(sock, (struct sockaddr *)&ss) < 0)
+		ss.ss_family = AF_UNSPEC;
+	spw_addr_fill(&cqe->peer, &ss);
+	memset(&ss, 0, sizeof(ss));
+	if (kernel_getsockname(sock, (struct sockaddr *)&ss) < 0)
+		ss.ss_family = AF_UNSPEC;
+	spw_addr_fill(&cqe->local, &ss);
+}
+
+/* Slots in use per the consumer's head, or -1 when the head is garbage. */
+static long spw_ring_used(struct spw_ring *r)
+{
+	u32 used = spw_acct(r)->ktail - READ_ONCE(r->hdr->head);
+
+	if (used > r->group->entries)
+		return -1;
+	return used;
+}
+
+/* The token goes back to the front: the connection keeps its turn. */
+static void spw_token_unget(struct spw_ring *r, u32 origin)
+{
+	spin_lock_bh(&r->group->lock);
+	r->tokens[--r->tok_head & (r->group->entries - 1)] = origin;
+	spin_unlock_bh(&r->group->lock);
+}
+
+/*
+ * Hand one connection of member @origin to the caller. Returns 1 when a
+ * CQE was written, 0 when the token was stale (someone accept()ed on the
+ * listener directly), or -errno with the token put back.
+ */
+static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
+{
+	struct spw_group *g = r->group;
+	struct spw_member *m = &g->members[origin];
+	struct spw_ring_acct *a = spw_acct(r);
+	struct socket *child;
+	struct spw_cqe *cqe;
+	struct file *file;
+	int fd, err;
+
+	fd = get_unused_fd_flags(aflags & O_CLOEXEC);
+	if (fd < 0) {
+		spw_token_unget(r, origin);
+		return fd;
+	}
+	err = kernel_accept(m->sock, &child, O_NONBLOCK);
+	if (err) {
+		put_unused_fd(fd);
+		if (err != -EAGAIN) {
+			/* the connection, if any, stays queued for a retry */
+			spw_token_unget(r, origin);
+			return err;
+		}
+		spin_lock_bh(&g->lock);
+		a->pending--;
+		m->assigned--;
+		g->stale++;
+		spw_reconcile_locked(m);
+		spin_unlock_bh(&g->lock);
+		return 0;
+	}
+	spw_child_fixup(child->sk);
+
+	cqe = &r->cqes[a->ktail & (g->entries - 1)];
+	spw_cqe_fill_addrs(cqe, child);
+	file = sock_alloc_file(child, aflags & O_NONBLOCK, NULL);
+	if (IS_ERR(file)) {
+		/* sock_alloc_file() released the child: count it as dropped */
+		put_unused_fd(fd);
+		spin_lock_bh(&g->lock);
+		a->pending--;
+		m->assigned--;
+		m->st.dropped++;
+		spw_reconcile_locked(m);
+		spin_unlock_bh(&g->lock);
+		return PTR_ERR(file);
+	}
+	cqe->fd = fd;
+	cqe->flags = origin != r->idx ? SPW_CQE_F_SPILLED : 0;
+	cqe->origin = origin;
+	cqe->member = r->idx;
+	fd_install(fd, file);
+
+	spin_lock_bh(&g->lock);
+	a->pending--;
+	a->ktail++;
+	g->members[r->idx].st.delivered++;
+	m->assigned--;
+	/* an arrival may have raced with our accept: place it now */
+	spw_reconcile_locked(m);
+	spin_unlock_bh(&g->lock);
+	return 1;
+}
+
+/* Publish posted CQEs: the one release of the tail per batch. */
+static void spw_ring_commit(struct spw_ring *r)
+{
+	spin_lock_bh(&r->group->lock);
+	spw_ring_work_posted_locked(r);
+	spin_unlock_bh(&r->group->lock);
+	/* pairs with the library's load-acquire of the tail */
+	smp_store_release(&r->hdr->tail, spw_acct(r)->ktail);
+}
+
+/*
+ * Hand over every pending connection the CQ has room for. Returns the
+ * number of CQEs in the ring, or -errno when nothing could be done.
+ */
+static long spw_ring_post(struct spw_ring *r, u32 aflags)
+{
+	struct spw_group *g = r->group;
+	unsigned int posted = 0;
+	long used, ret = 0;
+
+	mutex_lock(&r->post_lock);
+	for (;;) {
+		u32 origin;
+		int err;
+
+		used = spw_ring_used(r);
+		if (used < 0) {
+			/*
+			 * The consumer wrote a head we cannot believe. Its ring
+			 * counts as full; its waiting connections go to siblings.
+			 */
+			spin_lock_bh(&g->lock);
+			spw_ring_rehome_locked(r);
+			spin_unlock_bh(&g->lock);
+			ret = -EINVAL;
+			break;
+		}
+		if (used >= g->entries)
+			break;
+		spin_lock_bh(&g->lock);
+		if (r->tok_head == r->tok_tail) {
+			spin_unlock_bh(&g->lock);
+			break;
+		}
+		origin = r->tokens[r->tok_head++ & (g->entries - 1)];
+		spin_unlock_bh(&g->lock);
+
+		err = spw_ring_post_one(r, origin, aflags);
+		if (err < 0) {
+			ret = err;
+			break;
+		}
+		posted += err;
+	}
+	if (posted)
+		spw_ring_commit(r);
+	if (ret >= 0 || posted) {
+		used = spw_ring_used(r);
+		ret = used < 0 ? -EINVAL : used;
+	}
+	mutex_unlock(&r->post_lock);
+	return ret;
+}
+
+static bool spw_ring_has_tokens(struct spw_ring *r)
+{
+	return READ_ONCE(r->tok_head) != READ_ONCE(r->tok_tail);
+}
+
+static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
+{
+	struct spw_enter args;
+	ktime_t deadline = 0;
+	unsigned int want;
+	long ret;
+
+	if (copy_from_user(&args, uarg, sizeof(args)))
+		return -EFAULT;
+	if (args.flags & ~SPW_ENTER_F_ALL || args.resv ||
+	    args.accept_flags & ~(SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC))
+		return -EINVAL;
+	if (args.flags & SPW_ENTER_F_TIMEOUT) {
+		if (args.timeout_ns < 0)
+			return -EINVAL;
+		deadline = ktime_add_ns(ktime_get(), args.timeout_ns);
+	}
+	/* more than the ring can hold would never be satisfied */
+	want = min(args.min_complete, r->group->entries);
+
+	for (;;) {
+		ret = spw_ring_post(r, args.accept_flags);
+		if (ret < 0 || ret >= want)
+			return ret;
+		if (signal_pending(current))
+			return ret ?: -EINTR;
+		if (args.flags & SPW_ENTER_F_TIMEOUT) {
+			ktime_t left = ktime_sub(deadline, ktime_get());
+
+			if (ktime_to_ns(left) <= 0)
+				return ret ?: -ETIME;
+			wait_event_interruptible_hrtimeout(r->wq,
+							   spw_ring_has_tokens(r),
+							   left);
+		} else {
+			wait_event_interruptible(r->wq, spw_ring_has_tokens(r));
+		}
+	}
+}
+
+static long spw_ring_ioctl(struct file *file, unsigned int cmd,
+			   unsigned long arg)
+{
+	struct spw_ring *r = file->private_data;
+	void __user *uarg = (void __user *)arg;
+
+	switch (cmd) {
+	case SPW_IOC_ENTER:
+		return spw_ring_enter(r, uarg);
+	case SPW_IOC_GROUP_STATS:
+		return spw_group_stats(r->group, uarg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static __poll_t spw_ring_poll(struct file *file, poll_table *wait)
+{
+	struct spw_ring *r = file->private_data;
+
+	poll_wait(file, &r->wq, wait);
+	if (spw_ring_has_tokens(r) ||
+	    READ_ONCE(r->hdr->tail) != READ_ONCE(r->hdr->head))
+		return EPOLLIN | EPOLLRDNORM;
+	return 0;
+}
+
+static int spw_ring_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct spw_ring *r = file->private_data;
+
+	if (vma->vm_pgoff || vma->vm_end - vma->vm_start > PAGE_ALIGN(r->bytes))
+		return -EINVAL;
+	return remap_vmalloc_range(vma, r->hdr, 0);
+}
+
+/* First open: fresh shared memory, and the ring takes work again. */
+static int spw_ring_activate(struct spw_ring *r)
+{
+	struct spw_group *g = r->group;
+	struct spw_ring_acct *a = spw_acct(r);
+	struct spw_ring_hdr *hdr;
+
+	lockdep_assert_held(&g->open_lock);
+	r->bytes = SPW_CQES_OFFSET + (size_t)g->entries * sizeof(struct spw_cqe);
+	hdr = vmalloc_user(PAGE_ALIGN(r->bytes));
+	if (!hdr)
+		return -ENOMEM;
+	hdr->ring_mask = g->entries - 1;
+	hdr->ring_entries = g->entries;
+	hdr->member = r->idx;
+	hdr->nr_members = g->nr;
+	hdr->cqes_offset = SPW_CQES_OFFSET;
+
+	spin_lock_bh(&g->lock);
+	r->hdr = hdr;
+	r->cqes = (void *)hdr + SPW_CQES_OFFSET;
+	a->ktail = 0;
+	a->khead = &hdr->head;
+	a->live = 1;
+	r->state = SPW_MEMBER_OPEN;
+	if (r->tok_head != r->tok_tail)
+		hdr->flags |= SPW_RING_F_WORK_PENDING;
+	spin_unlock_bh(&g->lock);
+	return 0;
+}
+
+/*
+ * Last close: the consumer is gone; its waiting connections move on to
+ * the siblings. When this close also ends the group (@rehome false),
+ * they stay in their listeners' queues for plain accept() instead.
+ */
+static void spw_ring_deactivate(struct spw_ring *r, bool rehome)
+{
+	struct spw_group *g = r->group;
+	struct spw_ring_acct *a = spw_acct(r);
+	struct spw_ring_hdr *hdr;
+
+	lockdep_assert_held(&g->open_lock);
+	spin_lock_bh(&g->lock);
+	a->live = 0;
+	r->state = SPW_MEMBER_CLOSED;
+	if (rehome) {
+		spw_ring_rehome_locked(r);
+	} else {
+		a->pending = 0;
+		r->tok_head = r->tok_tail;
+	}
+	/* CQEs already posted belong to the consumer's file table */
+	a->khead = &r->dummy_head;
+	a->ktail = 0;
+	hdr = r->hdr;
+	r->hdr = NULL;
+	r->cqes = NULL;
+	spin_unlock_bh(&g->lock);
+	vfree(hdr);
+}
+
+/* Drop one opener of @r and its group reference. */
+static void spw_ring_close(struct spw_ring *r)
+{
+	struct spw_group *g = r->group;
+
+	mutex_lock(&g->open_lock);
+	/* a reference count of one is ours: no fd can take another */
+	if (!--r->nr_open)
+		spw_ring_deactivate(r, refcount_read(&g->ref) > 1);
+	mutex_unlock(&g->open_lock);
+	spw_group_put(g);
+}
+
+static int spw_ring_release(struct inode *inode, struct file *file)
+{
+	spw_ring_close(file->private_data);
+	return 0;
+}
+
+long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg)
+{
+	struct spw_ring_open args;
+	struct spw_ring *r;
+	struct file *file;
+	int fd, err, i;
+
+	if (copy_from_user(&args, uarg, sizeof(args)))
+		return -EFAULT;
+	if (args.flags & ~SPW_RING_OPEN_F_ALL)
+		return -EINVAL;
+	for (i = 0; i < ARRAY_SIZE(args.resv); i++)
+		if (args.resv[i])
+			return -EINVAL;
+	if (args.member >= g->nr)
+		return -EINVAL;
+	r = &g->rings[args.member];
+
+	fd = get_unused_fd_flags(O_RDWR |
+				 (args.flags & SPW_RING_OPEN_F_CLOEXEC ? O_CLOEXEC : 0));
+	if (fd < 0)
+		return fd;
+
+	mutex_lock(&g->open_lock);
+	if (!r->nr_open) {
+		err = spw_ring_activate(r);
+		if (err)
+			goto err_unlock;
+	}
+	r->nr_open++;
+	refcount_inc(&g->ref);
+	mutex_unlock(&g->open_lock);
+
+	file = anon_inode_getfile("[spillway-ring]", &spw_ring_fops, r, O_RDWR);
+	if (IS_ERR(file)) {
+		err = PTR_ERR(file);
+		spw_ring_close(r);
+		goto err_fd;
+	}
+	args.ring_entries = g->entries;
+	args.nr_members = g->nr;
+	args.ring_bytes = r->bytes;
+	args.cqes_offset = SPW_CQES_OFFSET;
+	if (copy_to_user(uarg, &args, sizeof(args))) {
+		fput(file);
+		put_unused_fd(fd);
+		return -EFAULT;
+	}
+	fd_install(fd, file);
+	return fd;
+
+err_unlock:
+	mutex_unlock(&g->open_lock);
+err_fd:
+	put_unused_fd(fd);
+	return err;
+}
+
+static const struct file_operations spw_ring_fops = {
+	.owner		= THIS_MODULE,
+	.release	= spw_ring_release,
+	.unlocked_ioctl	= spw_ring_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.mmap		= spw_ring_mmap,
+	.poll		= spw_ring_poll,
+};

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * addr.c: CQE addresses to the sockaddr the rest of a server speaks.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "spillway.h"
+
+int spw_addr_to_sockaddr(const struct spw_addr *a, struct sockaddr *sa,
+			 unsigned *len)
+{
+	if (a->family == AF_INET) {
+		struct sockaddr_in sin;
+
+		if (*len < sizeof(sin))
+			return -ENOSPC;
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		sin.sin_port = htons((unsigned short)a->port);
+		memcpy(&sin.sin_addr, &a->addr[0], 4);
+		memcpy(sa, &sin, sizeof(sin));
+		*len = sizeof(sin);
+		return 0;
+	}
+	if (a->family == AF_INET6) {
+		struct sockaddr_in6 sin6;
+
+		if (*len < sizeof(sin6))
+			return -ENOSPC;
+		memset(&sin6, 0, sizeof(sin6));
+		sin6.sin6_family = AF_INET6;
+		sin6.sin6_port = htons((unsigned short)a->port);
+		memcpy(&sin6.sin6_addr, a->addr, 16);
+		sin6.sin6_scope_id = a->scope_id;
+		memcpy(sa, &sin6, sizeof(sin6));
+		*len = sizeof(sin6);
+		return 0;
+	}
+	return -EAFNOSUPPORT;
+}

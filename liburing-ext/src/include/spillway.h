@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * spillway.h: the whole public API of libspillway.
+ *
+ * A master registers its listening sockets as one group
+ * (spw_group_create); each worker opens the ring of its member
+ * (spw_ring_open + spw_ring_init) and reaps accepted connections as CQEs.
+ * The fast path (peek, seen, advance, for-each, ready) is inline and makes
+ * no syscall; spw_wait_cqe*() enter the kernel once per batch.
+ *
+ * Every function returns 0 or a positive value on success and -errno on
+ * failure; errno is never the only channel.
+ */
+#ifndef SPILLWAY_H
+#define SPILLWAY_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <linux/time_types.h>
+#include <linux/spillway.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Group creation parameters; zero-initialise, unused fields must be zero. */
+struct spw_group_params {
+	unsigned ring_entries;	/* CQEs per ring, power of two; 0: default */
+	unsigned flags;		/* SPW_GROUP_F_* */
+	unsigned resv[6];
+};
+
+/* A worker's view of one ring, set up by spw_ring_init(). */
+struct spw_ring {
+	int ring_fd;
+	unsigned member;
+	unsigned nr_members;
+	unsigned ring_mask;
+	unsigned ring_entries;
+	unsigned accept_flags;	/* SPW_ACCEPT_* for the fds the kernel installs */
+	unsigned *khead;	/* written by us, read by the kernel */
+	const unsigned *ktail;	/* written by the kernel */
+	const unsigned *kflags;
+	struct spw_ring_hdr *hdr;
+	struct spw_cqe *cqes;
+	void *map;
+	size_t map_len;
+};
+
+/*
+ * Out-of-line API (src/).
+ */
+
+/* Register @nr listening TCP sockets as one group; returns the group fd. */
+int spw_group_create(const int *listen_fds, unsigned nr,
+		     const struct spw_group_params *p);
+/* Open the ring of member @member (index into the create list). */
+int spw_ring_open(int group_fd, unsigned member);
+/* Map @ring_fd into @ring; @ring takes ownership of @ring_fd. */
+int spw_ring_init(struct spw_ring *ring, int ring_fd);
+/* Unmap and close; CQEs not yet consumed keep their fds open. */
+void spw_ring_exit(struct spw_ring *ring);
+/* accept4() flags (SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC) for new fds. */
+void spw_ring_set_accept_flags(struct spw_ring *ring, unsigned flags);
+
+/*
+ * Hand over every pending connection, then wait for @wait_nr CQEs in the
+ * ring for at most @ts (NULL: forever). Returns the number ready.
+ */
+int spw_enter(struct spw_ring *ring, unsigned wait_nr,
+	      const struct __kernel_timespec *ts);
+int spw_wait_cqes(struct spw_ring *ring, struct spw_cqe **cqe_ptr,
+		  unsigned wait_nr, const struct __kernel_timespec *ts);
+
+/* Counters: fills @out[0..nr) and returns the number of members. */
+int spw_group_stats(int group_fd, struct spw_member_stats *out, unsigned nr);
+/* Counters with the group totals (struct spw_group_stats.total). */
+int spw_group_stats_full(int group_fd, struct spw_group_stats *st,
+			 struct spw_member_stats *out, unsigned nr);
+
+/* Convert a CQE address to a sockaddr (sockaddr_in or sockaddr_in6). */
+struct sockaddr;
+int spw_addr_to_sockaddr(const struct spw_addr *a, struct sockaddr *sa,
+			 unsigned *len);
+
+/*
+ * Inline fast path.
+ */
+
+/* Pairs with the kernel's smp_store_release of the tail. */
+#define spw_smp_load_acquire(p)		__atomic_load_n((p), __ATOMIC_ACQUIRE)
+/* Pairs with the kernel's READ_ONCE of the head. */
+#define spw_smp_store_release(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/* Number of CQEs the kernel has posted and we have not consumed. */
+static inline unsigned spw_cq_ready(const struct spw_ring *ring)
+{
+	/* pairs with the kernel's release of the tail */
+	return spw_smp_load_acquire(ring->ktail) - *ring->khead;
+}
+
+/* Give @nr consumed CQEs back to the kernel. */
+static inline void spw_cq_advance(struct spw_ring *ring, unsigned nr)
+{
+	if (nr)
+		/* the kernel reads head once per decision */
+		spw_smp_store_release(ring->khead, *ring->khead + nr);
+}
+
+/* Mark one CQE from spw_peek_cqe()/spw_wait_cqe() as consumed. */
+static inline void spw_cqe_seen(struct spw_ring *ring, struct spw_cqe *cqe)
+{
+	if (cqe)
+		spw_cq_advance(ring, 1);
+}
+
+/* Oldest unconsumed CQE without a syscall; -EAGAIN when there is none. */
+static inline int spw_peek_cqe(struct spw_ring *ring, struct spw_cqe **cqe_ptr)
+{
+	unsigned head = *ring->khead;
+
+	if (spw_smp_load_acquire(ring->ktail) == head) {
+		*cqe_ptr = NULL;
+		return -EAGAIN;
+	}
+	*cqe_ptr = &ring->cqes[head & ring->ring_mask];
+	return 0;
+}
+
+/* Wait for one CQE (peek first: no syscall when one is there). */
+static inline int spw_wait_cqe(struct spw_ring *ring, struct spw_cqe **cqe_ptr)
+{
+	if (!spw_peek_cqe(ring, cqe_ptr))
+		return 0;
+	return spw_wait_cqes(ring, cqe_ptr, 1, NULL);
+}
+
+/* Like spw_wait_cqe(), giving up after @ts with -ETIME. */
+static inline int spw_wait_cqe_timeout(struct spw_ring *ring,
+				       struct spw_cqe **cqe_ptr,
+				       struct __kernel_timespec *ts)
+{
+	if (!spw_peek_cqe(ring, cqe_ptr))
+		return 0;
+	return spw_wait_cqes(ring, cqe_ptr, 1, ts);
+}
+
+/*
+ * Walk the ready CQEs without consuming them; follow with
+ * spw_cq_advance(ring, count).
+ */
+#define spw_for_each_cqe(ring, head, cqe)					\
+	for (head = *(ring)->khead;						\
+	     (cqe = (head != spw_smp_load_acquire((ring)->ktail) ?		\
+		     &(ring)->cqes[head & (ring)->ring_mask] : NULL));	\
+	     head++)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPILLWAY_H */

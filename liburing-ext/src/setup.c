@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * setup.c: groups and rings — create, open, map, unmap.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "spillway.h"
+#include "syscall.h"
+
+int spw_group_create(const int *listen_fds, unsigned nr,
+		     const struct spw_group_params *p)
+{
+	struct spw_group_create args;
+	int ctl, ret;
+	unsigned i;
+
+	memset(&args, 0, sizeof(args));
+	if (p) {
+		for (i = 0; i < sizeof(p->resv) / sizeof(p->resv[0]); i++)
+			if (p->resv[i])
+				return -EINVAL;
+		args.ring_entries = p->ring_entries;
+		args.flags = p->flags;
+	}
+	args.fds = (unsigned long)listen_fds;
+	args.nr_fds = nr;
+
+	ctl = open(SPW_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		return -errno;
+	ret = __spw_ioctl(ctl, SPW_IOC_GROUP_CREATE, &args);
+	close(ctl);
+	return ret;
+}
+
+int spw_ring_open(int group_fd, unsigned member)
+{
+	struct spw_ring_open args;
+
+	memset(&args, 0, sizeof(args));
+	args.member = member;
+	args.flags = SPW_RING_OPEN_F_CLOEXEC;
+	return __spw_ioctl(group_fd, SPW_IOC_RING_OPEN, &args);
+}
+
+/*
+ * A ring fd carries its geometry in the ring header: map the first page
+ * to read it, then map the whole ring. Both values are checked, since the
+ * header is shared memory.
+ */
+int spw_ring_init(struct spw_ring *ring, int ring_fd)
+{
+	struct spw_ring_hdr *hdr;
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned entries;
+	size_t len, cqes_off;
+	void *map;
+
+	memset(ring, 0, sizeof(*ring));
+	ring->ring_fd = -1;
+	hdr = mmap(NULL, page, PROT_READ, MAP_SHARED, ring_fd, 0);
+	if (hdr == MAP_FAILED)
+		return -errno;
+	entries = __atomic_load_n(&hdr->ring_entries, __ATOMIC_RELAXED);
+	cqes_off = __atomic_load_n(&hdr->cqes_offset, __ATOMIC_RELAXED);
+	munmap(hdr, page);
+	if (!entries || entries & (entries - 1) || entries > SPW_MAX_RING_ENTRIES ||
+	    cqes_off < sizeof(struct spw_ring_hdr) || cqes_off % 64)
+		return -EINVAL;
+
+	len = cqes_off + (size_t)entries * sizeof(struct spw_cqe);
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+		   ring_fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+
+	hdr = map;
+	ring->ring_fd = ring_fd;
+	ring->map = map;
+	ring->map_len = len;
+	ring->hdr = hdr;
+	ring->khead = &hdr->head;
+	ring->ktail = &hdr->tail;
+	ring->kflags = &hdr->flags;
+	ring->cqes = (struct spw_cqe *)((char *)map + cqes_off);
+	ring->ring_entries = entries;
+	ring->ring_mask = hdr->ring_mask;
+	ring->member = hdr->member;
+	ring->nr_members = hdr->nr_members;
+	ring->accept_flags = SPW_ACCEPT_CLOEXEC;
+	return 0;
+}
+
+void spw_ring_exit(struct spw_ring *ring)
+{
+	if (ring->map)
+		munmap(ring->map, ring->map_len);
+	if (ring->ring_fd >= 0)
+		close(ring->ring_fd);
+	memset(ring, 0, sizeof(*ring));
+	ring->ring_fd = -1;
+}
+
+void spw_ring_set_accept_flags(struct spw_ring *ring, unsigned flags)
+{
+	ring->accept_flags = flags & (SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC);
+}

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+long t_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static socklen_t t_addr(int family, uint16_t port, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (void *)ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		s6->sin6_addr = in6addr_loopback;
+		return sizeof(*s6);
+	}
+	struct sockaddr_in *s4 = (void *)ss;
+
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons(port);
+	s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return sizeof(*s4);
+}
+
+int t_listener(int family, uint16_t port, bool reuseport, int backlog)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = t_addr(family, port, &ss);
+	int one = 1;
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (reuseport)
+		cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)), 0);
+	cr_assert_eq(bind(fd, (void *)&ss, len), 0, "bind: %s", strerror(errno));
+	cr_assert_eq(listen(fd, backlog), 0);
+	return fd;
+}
+
+uint16_t t_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	cr_assert_eq(getsockname(fd, (void *)&ss, &len), 0);
+	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void t_listeners(int *fds, unsigned n, bool same_port, int backlog)
+{
+	fds[0] = t_listener(AF_INET, 0, same_port, backlog);
+	for (unsigned i = 1; i < n; i++)
+		fds[i] = t_listener(AF_INET, same_port ? t_port(fds[0]) : 0,
+				    same_port, backlog);
+}
+
+int t_connect(int family, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = t_addr(family, port, &ss);
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(connect(fd, (void *)&ss, len), 0, "connect: %s", strerror(errno));
+	return fd;
+}
+
+int t_connect_id(uint16_t port, uint32_t id)
+{
+	int fd = t_connect(AF_INET, port);
+
+	cr_assert_eq(send(fd, &id, sizeof(id), MSG_NOSIGNAL), (ssize_t)sizeof(id),
+		     "send id %u: %s", id, strerror(errno));
+	return fd;
+}
+
+uint32_t t_read_id(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint32_t id = ~0u;
+
+	cr_assert_eq(poll(&p, 1, 5000), 1, "no id within 5 s");
+	cr_assert_eq(read(fd, &id, sizeof(id)), (ssize_t)sizeof(id));
+	return id;
+}
+
+bool t_was_reset(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char c;
+
+	if (poll(&p, 1, ms) != 1)
+		return false;
+	return read(fd, &c, 1) < 0 && errno == ECONNRESET;
+}
+
+int t_group(const int *fds, unsigned n, unsigned entries)
+{
+	struct spw_group_params p = { .ring_entries = entries };
+	int gfd = spw_group_create(fds, n, &p);
+
+	cr_assert_geq(gfd, 0, "spw_group_create: %s", strerror(-gfd));
+	return gfd;
+}
+
+void t_ring(struct spw_ring *r, int gfd, unsigned m)
+{
+	int rfd = spw_ring_open(gfd, m);
+
+	cr_assert_geq(rfd, 0, "spw_ring_open(%u): %s", m, strerror(-rfd));
+	cr_assert_eq(spw_ring_init(r, rfd), 0);
+}
+
+unsigned t_reap(struct spw_ring *r, unsigned n, int ms, struct spw_cqe *out)
+{
+	long end = t_now_ms() + ms;
+	unsigned got = 0;
+
+	while (got < n) {
+		struct spw_cqe *cqe;
+		long left = end - t_now_ms();
+		struct __kernel_timespec ts = { .tv_sec = left / 1000,
+						.tv_nsec = (left % 1000) * 1000000 };
+
+		if (left <= 0)
+			break;
+		if (spw_wait_cqe_timeout(r, &cqe, &ts))
+			continue;
+		if (out)
+			out[got] = *cqe;
+		else
+			close(cqe->fd);
+		got++;
+		spw_cqe_seen(r, cqe);
+	}
+	return got;
+}
+
+static int t_sockstat_inuse(const char *path, const char *tag)
+{
+	char line[256];
+	int inuse = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, tag, strlen(tag)))
+			sscanf(line + strlen(tag), " inuse %d", &inuse);
+	fclose(f);
+	return inuse;
+}
+
+int t_tcp_inuse(void)
+{
+	return t_sockstat_inuse("/proc/net/sockstat", "TCP:") +
+	       t_sockstat_inuse("/proc/net/sockstat6", "TCP6:");
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * helpers.h: sockets, clients and rings for the in-kernel tests. Every
+ * test runs inside a guest with the spillway module loaded and uses real
+ * TCP connections on loopback, on ephemeral ports.
+ */
+#ifndef SPW_TEST_HELPERS_H
+#define SPW_TEST_HELPERS_H
+
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spillway.h"
+
+/* A listening TCP socket on loopback; port 0 picks one. */
+int t_listener(int family, uint16_t port, bool reuseport, int backlog);
+uint16_t t_port(int fd);
+/* @n listeners; same port with SO_REUSEPORT if @same_port, else one each. */
+void t_listeners(int *fds, unsigned n, bool same_port, int backlog);
+/* Blocking connect to loopback @port; returns the client fd. */
+int t_connect(int family, uint16_t port);
+/* Connect and send a 4-byte id the server side can read back. */
+int t_connect_id(uint16_t port, uint32_t id);
+/* Read the 4-byte id a t_connect_id() client sent on server fd @fd. */
+uint32_t t_read_id(int fd);
+/* Wait up to @ms for the peer to reset @fd: true on ECONNRESET. */
+bool t_was_reset(int fd, int ms);
+int t_group(const int *fds, unsigned n, unsigned entries);
+/* Open member @m's ring and map it. */
+void t_ring(struct spw_ring *r, int gfd, unsigned m);
+/*
+ * Reap CQEs from @r until @n have arrived or @ms passed; copies them to
+ * @out (may be NULL, then the fds are closed) and returns how many.
+ */
+unsigned t_reap(struct spw_ring *r, unsigned n, int ms, struct spw_cqe *out);
+/* TCP sockets in use in this netns, from /proc/net/sockstat{,6}. */
+int t_tcp_inuse(void);
+long t_now_ms(void);
+
+#endif

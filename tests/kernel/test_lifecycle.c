@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_lifecycle: group and ring fds cross fork() and SCM_RIGHTS; a
+ * ring whose last fd closes hands its waiting connections to siblings;
+ * closing the group gives the listeners back to plain accept(); nothing
+ * leaks (TCP sockets in use return to where they were).
+ */
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static void wait_pending(int gfd, unsigned m, unsigned n)
+{
+	struct spw_member_stats ms[8];
+
+	for (long end = t_now_ms() + 5000; t_now_ms() < end; usleep(5000)) {
+		cr_assert_gt(spw_group_stats(gfd, ms, 8), (int)m);
+		if (ms[m].pending == n)
+			return;
+	}
+	cr_assert_fail("member %u: %u pending, want %u", m, ms[m].pending, n);
+}
+
+Test(lifecycle, forked_worker_consumes_its_ring)
+{
+	int lfd = t_listener(AF_INET, 0, false, 8);
+	int gfd = t_group(&lfd, 1, 8);
+	int cfd, status;
+	pid_t pid;
+
+	pid = fork();
+	if (!pid) {
+		/* the worker: inherited group fd, opens its own ring */
+		struct spw_ring ring;
+		int rfd = spw_ring_open(gfd, 0);
+		struct spw_cqe cqe;
+
+		if (rfd < 0 || spw_ring_init(&ring, rfd))
+			_exit(2);
+		if (t_reap(&ring, 1, 5000, &cqe) != 1)
+			_exit(3);
+		_exit(write(cqe.fd, "w", 1) == 1 ? 0 : 4);
+	}
+	usleep(100000);
+	cfd = t_connect(AF_INET, t_port(lfd));
+	waitpid(pid, &status, 0);
+	cr_expect_eq(WEXITSTATUS(status), 0);
+	char c = 0;
+	cr_expect_eq(read(cfd, &c, 1), 1);
+	cr_expect_eq(c, 'w');
+	close(cfd);
+	close(gfd);
+	close(lfd);
+}
+
+static void send_fd(int sock, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = "x", .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	cr_assert_eq(sendmsg(sock, &mh, 0), 1);
+}
+
+static int recv_fd(int sock)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))], b;
+	struct iovec iov = { .iov_base = &b, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	int fd;
+
+	if (recvmsg(sock, &mh, 0) != 1 || !CMSG_FIRSTHDR(&mh))
+		return -1;
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
+	return fd;
+}
+
+Test(lifecycle, ring_fd_passed_with_scm_rights)
+{
+	int lfd = t_listener(AF_INET, 0, false, 8);
+	int gfd = t_group(&lfd, 1, 8);
+	int sv[2], cfd, status, rfd;
+	pid_t pid;
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	if (!pid) {
+		struct spw_ring ring;
+		struct spw_cqe cqe;
+		int fd;
+
+		close(gfd);	/* only the passed ring fd, nothing inherited */
+		fd = recv_fd(sv[1]);
+		if (fd < 0 || spw_ring_init(&ring, fd))
+			_exit(2);
+		if (t_reap(&ring, 1, 5000, &cqe) != 1)
+			_exit(3);
+		_exit(t_read_id(cqe.fd) == 42 ? 0 : 4);
+	}
+	rfd = spw_ring_open(gfd, 0);
+	cr_assert_geq(rfd, 0);
+	send_fd(sv[0], rfd);
+	close(rfd);
+	close(gfd);	/* the child's ring fd keeps the group alive */
+	cfd = t_connect_id(t_port(lfd), 42);
+	waitpid(pid, &status, 0);
+	cr_expect_eq(WEXITSTATUS(status), 0);
+	close(cfd);
+	close(lfd);
+}
+
+/*
+ * A worker dies with connections waiting for it in the kernel: they move
+ * to the sibling, they are not reset. A replacement reopens the ring.
+ */
+Test(lifecycle, dead_workers_connections_move_to_siblings, .timeout = 60)
+{
+	int lfd[2], cfd[4], gfd, status;
+	struct spw_member_stats ms[2];
+	struct spw_ring sibling, again;
+	struct spw_cqe cqe[4];
+	pid_t pid;
+
+	t_listeners(lfd, 2, false, 8);
+	gfd = t_group(lfd, 2, 8);
+	t_ring(&sibling, gfd, 1);
+	pid = fork();
+	if (!pid) {
+		struct spw_ring ring;
+		int rfd = spw_ring_open(gfd, 0);
+
+		if (rfd < 0 || spw_ring_init(&ring, rfd))
+			_exit(2);
+		pause();	/* a stuck worker, never enters */
+		_exit(0);
+	}
+	for (long end = t_now_ms() + 5000; t_now_ms() < end; usleep(5000)) {
+		spw_group_stats(gfd, ms, 2);
+		if (ms[0].state == SPW_MEMBER_OPEN)
+			break;
+	}
+	cr_assert_eq(ms[0].state, SPW_MEMBER_OPEN);
+	for (unsigned i = 0; i < 4; i++)
+		cfd[i] = t_connect_id(t_port(lfd[0]), i);
+	wait_pending(gfd, 0, 4);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+
+	cr_assert_eq(t_reap(&sibling, 4, 5000, cqe), 4u);
+	for (unsigned i = 0; i < 4; i++) {
+		cr_expect_eq(cqe[i].origin, 0u);
+		cr_expect(cqe[i].flags & SPW_CQE_F_SPILLED);
+		cr_expect_lt(t_read_id(cqe[i].fd), 4u);
+		close(cqe[i].fd);
+	}
+	cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+	cr_expect_eq(ms[0].state, (unsigned)SPW_MEMBER_CLOSED);
+	cr_expect_eq(ms[0].rehomed, 4);
+	cr_expect_eq(ms[0].dropped, 0);
+
+	/* while closed it takes no work: arrivals go to the sibling */
+	int c2 = t_connect_id(t_port(lfd[0]), 7);
+	cr_expect_eq(t_reap(&sibling, 1, 5000, NULL), 1u);
+	close(c2);
+	/* a replacement worker takes the member over */
+	t_ring(&again, gfd, 0);
+	c2 = t_connect_id(t_port(lfd[0]), 8);
+	cr_assert_eq(t_reap(&again, 1, 5000, cqe), 1u);
+	cr_expect_eq(cqe[0].flags, 0u);
+	close(cqe[0].fd);
+	close(c2);
+
+	for (unsigned i = 0; i < 4; i++)
+		close(cfd[i]);
+	spw_ring_exit(&again);
+	spw_ring_exit(&sibling);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
+}
+
+/*
+ * The last group and ring fd close: listeners are plain again, the
+ * connections still waiting in the module are there for accept(), and
+ * no socket leaks.
+ */
+Test(lifecycle, closing_the_group_restores_plain_accept, .timeout = 60)
+{
+	int base = t_tcp_inuse();
+	int lfd = t_listener(AF_INET, 0, false, 8);
+	int gfd = t_group(&lfd, 1, 8);
+	struct spw_ring ring;
+	int cfd[3], afd;
+
+	t_ring(&ring, gfd, 0);
+	cfd[0] = t_connect_id(t_port(lfd), 0);
+	cfd[1] = t_connect_id(t_port(lfd), 1);
+	wait_pending(gfd, 0, 2);
+	close(gfd);
+	spw_ring_exit(&ring);	/* the last reference: the group goes */
+
+	/* the two that waited in the module, then a new one */
+	cfd[2] = t_connect_id(t_port(lfd), 2);
+	for (unsigned i = 0; i < 3; i++) {
+		afd = accept(lfd, NULL, NULL);
+		cr_assert_geq(afd, 0);
+		cr_expect_lt(t_read_id(afd), 3u);
+		/* the accepted child reads and polls as a normal socket */
+		close(afd);
+	}
+	for (unsigned i = 0; i < 3; i++)
+		close(cfd[i]);
+	close(lfd);
+	/* closed sockets may linger briefly in TIME_WAIT, not "inuse" */
+	for (long end = t_now_ms() + 3000; t_now_ms() < end; usleep(10000))
+		if (t_tcp_inuse() <= base)
+			break;
+	cr_expect_leq(t_tcp_inuse(), base, "TCP sockets in use: %d, was %d",
+		      t_tcp_inuse(), base);
+}
+
+/* Connections the module still holds at close are served, never lost. */
+Test(lifecycle, group_and_rings_released_with_sockets_open, .timeout = 60)
+{
+	int lfd[4], gfd;
+	struct spw_ring ring[4];
+
+	t_listeners(lfd, 4, true, 8);
+	gfd = t_group(lfd, 4, 4);
+	for (unsigned i = 0; i < 4; i++)
+		t_ring(&ring[i], gfd, i);
+	close(gfd);
+	/* the rings alone keep the group; they close in any order */
+	spw_ring_exit(&ring[2]);
+	spw_ring_exit(&ring[0]);
+	spw_ring_exit(&ring[3]);
+	spw_ring_exit(&ring[1]);
+	for (unsigned i = 0; i < 4; i++) {
+		int c = t_connect(AF_INET, t_port(lfd[0]));
+		close(c);
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		/* each listener is free to join a new group */
+		int g = t_group(&lfd[i], 1, 4);
+
+		close(g);
+		close(lfd[i]);
+	}
+}
