@@ -81,6 +81,21 @@ int t_connect(int family, uint16_t port)
 	return fd;
 }
 
+int t_try_connect(uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = t_addr(AF_INET, port, &ss);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	if (connect(fd, (void *)&ss, len)) {
+		cr_assert_eq(errno, ECONNRESET, "connect: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 int t_connect_id(uint16_t port, uint32_t id)
 {
 	int fd = t_connect(AF_INET, port);

@@ -21,6 +21,8 @@ uint16_t t_port(int fd);
 void t_listeners(int *fds, unsigned n, bool same_port, int backlog);
 /* Blocking connect to loopback @port; returns the client fd. */
 int t_connect(int family, uint16_t port);
+/* Like t_connect(), but -1 when the server reset it during connect(). */
+int t_try_connect(uint16_t port);
 /* Connect and send a 4-byte id the server side can read back. */
 int t_connect_id(uint16_t port, uint32_t id);
 /* Read the 4-byte id a t_connect_id() client sent on server fd @fd. */
