@@ -42,14 +42,92 @@ static void spw_ring_wake(struct spw_ring *r)
 		wake_up_interruptible_poll(&r->wq, EPOLLIN | EPOLLRDNORM);
 }
 
+void spw_clock_now(const struct spw_group *g, struct spw_clock *c)
+{
+	c->now = (unsigned int)jiffies;
+	c->stall = g->stall;
+}
+
+static unsigned int spw_fifo_len(const struct spw_ring *r)
+{
+	return r->tok_tail - r->tok_head;
+}
+
+/*
+ * A stall time after work landed on a ring whose consumer was not
+ * waiting: if it still waits and the consumer has not come back, wake
+ * every idle consumer; the first to enter takes it (spw_ring_steal_locked).
+ */
+static void spw_stall_timer(struct timer_list *t)
+{
+	struct spw_group *g = from_timer(g, t, stall_timer);
+	bool stalled = false, recheck = false;
+	struct spw_clock clock;
+	unsigned int i;
+
+	spin_lock_bh(&g->lock);
+	spw_clock_now(g, &clock);
+	for (i = 0; i < g->nr && !g->dying; i++) {
+		if (!spw_fifo_len(&g->rings[i]) || g->acct[i].waiting)
+			continue;
+		if (spw_ring_responsive(&g->acct[i], &clock))
+			recheck = true;
+		else
+			stalled = true;
+	}
+	if (stalled) {
+		g->steal_seq++;
+		for (i = 0; i < g->nr; i++)
+			if (g->acct[i].waiting)
+				spw_ring_wake(&g->rings[i]);
+	}
+	if (recheck && !g->dying)
+		mod_timer(&g->stall_timer, jiffies + g->stall + 1);
+	spin_unlock_bh(&g->lock);
+}
+
+/*
+ * Move work from a stalled sibling to @r, whose consumer is here now and
+ * has room. Returns true when tokens moved.
+ */
+bool spw_ring_steal_locked(struct spw_ring *r)
+{
+	struct spw_group *g = r->group;
+	struct spw_ring_acct *a = &g->acct[r->idx];
+	unsigned int mask = g->entries - 1, room, n;
+	struct spw_clock clock;
+	struct spw_ring *v;
+	int victim;
+
+	lockdep_assert_held(&g->lock);
+	if (!a->live)
+		return false;
+	room = a->entries - spw_ring_outstanding(a);
+	spw_clock_now(g, &clock);
+	victim = room ? spw_pick_victim(g->acct, g->nr, r->idx, &clock) : -1;
+	if (victim < 0)
+		return false;
+	v = &g->rings[victim];
+	n = min(room, spw_fifo_len(v));
+	for (room = n; room; room--) {
+		r->tokens[r->tok_tail++ & mask] = v->tokens[v->tok_head++ & mask];
+		g->acct[victim].pending--;
+		a->pending++;
+		g->members[victim].st.rehomed++;
+	}
+	return n;
+}
+
 /* Put one token of member @m on the ring the policy picks, or drop it. */
 static void spw_route_locked(struct spw_group *g, struct spw_member *m)
 {
+	struct spw_clock clock;
 	struct spw_ring *r;
 	int t;
 
 	lockdep_assert_held(&g->lock);
-	t = spw_pick_ring(g->acct, g->nr, m->idx, g->cursor);
+	spw_clock_now(g, &clock);
+	t = spw_pick_ring(g->acct, g->nr, m->idx, g->cursor, &clock);
 	if (t == SPW_PICK_DROP) {
 		m->drop_pending++;
 		m->st.dropped++;
@@ -61,15 +139,15 @@ static void spw_route_locked(struct spw_group *g, struct spw_member *m)
 	r = &g->rings[t];
 	r->tokens[r->tok_tail++ & (g->entries - 1)] = m->idx;
 	g->acct[t].pending++;
-	if (t != m->idx) {
-		m->st.spilled_out++;
-		g->members[t].st.spilled_in++;
-		/* ties among siblings rotate rather than pile on one */
+	/* ties among siblings rotate rather than pile on one */
+	if (t != m->idx)
 		g->cursor = t + 1;
-	}
 	if (r->hdr)
 		r->hdr->flags |= SPW_RING_F_WORK_PENDING;
-	spw_ring_wake(r);
+	if (g->acct[t].waiting)
+		spw_ring_wake(r);
+	else if (g->stall != SPW_STALL_NEVER && !timer_pending(&g->stall_timer))
+		mod_timer(&g->stall_timer, jiffies + g->stall + 1);
 }
 
 /*
@@ -352,6 +430,7 @@ static void spw_group_destroy(struct spw_group *g)
 		spw_member_fixup_queue(&g->members[i]);
 	/* drops already decided are carried out: those clients get RST */
 	flush_work(&g->drop_work);
+	del_timer_sync(&g->stall_timer);
 	spw_group_free(g);
 }
 
@@ -361,7 +440,8 @@ void spw_group_put(struct spw_group *g)
 		spw_group_destroy(g);
 }
 
-static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries)
+static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries,
+					 unsigned int stall_ms)
 {
 	struct spw_group *g;
 	unsigned int i;
@@ -373,8 +453,13 @@ static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries)
 	mutex_init(&g->open_lock);
 	refcount_set(&g->ref, 1);
 	INIT_WORK(&g->drop_work, spw_drop_work);
+	timer_setup(&g->stall_timer, spw_stall_timer, 0);
 	g->nr = nr;
 	g->entries = entries;
+	if (stall_ms == SPW_STALL_OFF)
+		g->stall = SPW_STALL_NEVER;
+	else
+		g->stall = max(1UL, msecs_to_jiffies(stall_ms ?: SPW_DEFAULT_STALL_MS));
 	g->acct = kvcalloc(nr, sizeof(*g->acct), GFP_KERNEL_ACCOUNT);
 	g->members = kvcalloc(nr, sizeof(*g->members), GFP_KERNEL_ACCOUNT);
 	g->rings = kvcalloc(nr, sizeof(*g->rings), GFP_KERNEL_ACCOUNT);
@@ -452,6 +537,8 @@ long spw_group_create(struct spw_group_create __user *uarg)
 		return -EINVAL;
 	if (args.nr_fds * entries > SPW_MAX_GROUP_SLOTS)
 		return -E2BIG;
+	if (args.stall_ms != SPW_STALL_OFF && args.stall_ms > 3600 * MSEC_PER_SEC)
+		return -EINVAL;
 
 	fds = kvmalloc_array(args.nr_fds, sizeof(*fds), GFP_KERNEL);
 	if (!fds)
@@ -461,7 +548,7 @@ long spw_group_create(struct spw_group_create __user *uarg)
 		err = -EFAULT;
 		goto err_fds;
 	}
-	g = spw_group_alloc(args.nr_fds, entries);
+	g = spw_group_alloc(args.nr_fds, entries, args.stall_ms);
 	if (!g) {
 		err = -ENOMEM;
 		goto err_fds;

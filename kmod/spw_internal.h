@@ -13,7 +13,8 @@
  *                     the listener's sk_data_ready (softirq, or process
  *                     context from release_sock()). Protects acct[],
  *                     every ring's token FIFO, every member's counters,
- *                     @assigned and @drop_pending, @cursor and @dying.
+ *                     @assigned and @drop_pending, @cursor, @dying and
+ *                     @steal_seq.
  *                     Never held across anything that sleeps.
  *
  * Listener callbacks are swapped under lock_sock() + sk_callback_lock;
@@ -27,6 +28,7 @@
 #include <linux/net.h>
 #include <linux/refcount.h>
 #include <linux/spinlock.h>
+#include <linux/timer.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <uapi/linux/spillway.h>
@@ -101,6 +103,14 @@ struct spw_group {
 	unsigned int entries;
 	unsigned int cursor;		/* where the next sibling scan starts */
 	u64 stale;			/* tokens whose accept found nothing */
+	unsigned long stall;		/* jiffies; SPW_STALL_NEVER: off */
+	/*
+	 * Fires a stall time after a token lands on a ring whose consumer is
+	 * not waiting; if the token still waits, idle consumers are woken to
+	 * take it (@steal_seq tells them why they woke).
+	 */
+	struct timer_list stall_timer;
+	unsigned int steal_seq;
 	struct spw_ring_acct *acct;	/* [nr], scanned by the policy */
 	struct spw_member *members;	/* [nr] */
 	struct spw_ring *rings;		/* [nr] */
@@ -112,6 +122,8 @@ extern void (*spw_default_data_ready)(struct sock *sk);
 
 /* spw_group.c */
 long spw_group_create(struct spw_group_create __user *uarg);
+void spw_clock_now(const struct spw_group *g, struct spw_clock *c);
+bool spw_ring_steal_locked(struct spw_ring *r);
 void spw_group_put(struct spw_group *g);
 long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg);
 void spw_child_fixup(struct sock *sk);

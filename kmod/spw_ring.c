@@ -50,6 +50,7 @@ int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx)
 	a->entries = g->entries;
 	/* a ring nobody has opened yet still takes work: workers start late */
 	a->live = 1;
+	a->last_active = (unsigned int)jiffies;
 	a->khead = &r->dummy_head;
 	return 0;
 }
@@ -165,7 +166,9 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 		return PTR_ERR(file);
 	}
 	cqe->fd = fd;
-	cqe->flags = origin != r->idx ? SPW_CQE_F_SPILLED : 0;
+	cqe->flags = 0;
+	if (origin != r->idx)
+		cqe->flags = SPW_CQE_F_SPILLED;
 	cqe->origin = origin;
 	cqe->member = r->idx;
 	fd_install(fd, file);
@@ -174,6 +177,10 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 	a->pending--;
 	a->ktail++;
 	g->members[r->idx].st.delivered++;
+	if (origin != r->idx) {
+		m->st.spilled_out++;
+		g->members[r->idx].st.spilled_in++;
+	}
 	m->assigned--;
 	/* an arrival may have raced with our accept: place it now */
 	spw_reconcile_locked(m);
@@ -221,7 +228,8 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags)
 		if (used >= g->entries)
 			break;
 		spin_lock_bh(&g->lock);
-		if (r->tok_head == r->tok_tail) {
+		/* nothing of our own: take what waits behind a stalled sibling */
+		if (r->tok_head == r->tok_tail && !spw_ring_steal_locked(r)) {
 			spin_unlock_bh(&g->lock);
 			break;
 		}
@@ -250,6 +258,32 @@ static bool spw_ring_has_tokens(struct spw_ring *r)
 	return READ_ONCE(r->tok_head) != READ_ONCE(r->tok_tail);
 }
 
+/* The consumer is here: it counts as responsive from now on. */
+static void spw_ring_touch(struct spw_ring *r, int waiting)
+{
+	struct spw_ring_acct *a = spw_acct(r);
+
+	spin_lock_bh(&r->group->lock);
+	a->last_active = (unsigned int)jiffies;
+	a->waiting += waiting;
+	spin_unlock_bh(&r->group->lock);
+}
+
+/* Sleep until work lands on @r or a stalled sibling's work can be taken. */
+static void spw_ring_wait(struct spw_ring *r, bool timed, ktime_t left)
+{
+	unsigned int seq = READ_ONCE(r->group->steal_seq);
+
+	spw_ring_touch(r, 1);
+#define SPW_WAKE_COND (spw_ring_has_tokens(r) || READ_ONCE(r->group->steal_seq) != seq)
+	if (timed)
+		wait_event_interruptible_hrtimeout(r->wq, SPW_WAKE_COND, left);
+	else
+		wait_event_interruptible(r->wq, SPW_WAKE_COND);
+#undef SPW_WAKE_COND
+	spw_ring_touch(r, -1);
+}
+
 static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 {
 	struct spw_enter args;
@@ -270,23 +304,21 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 	/* more than the ring can hold would never be satisfied */
 	want = min(args.min_complete, r->group->entries);
 
+	spw_ring_touch(r, 0);
 	for (;;) {
+		ktime_t left = 0;
+
 		ret = spw_ring_post(r, args.accept_flags);
 		if (ret < 0 || ret >= want)
 			return ret;
 		if (signal_pending(current))
 			return ret ?: -EINTR;
 		if (args.flags & SPW_ENTER_F_TIMEOUT) {
-			ktime_t left = ktime_sub(deadline, ktime_get());
-
+			left = ktime_sub(deadline, ktime_get());
 			if (ktime_to_ns(left) <= 0)
 				return ret ?: -ETIME;
-			wait_event_interruptible_hrtimeout(r->wq,
-							   spw_ring_has_tokens(r),
-							   left);
-		} else {
-			wait_event_interruptible(r->wq, spw_ring_has_tokens(r));
 		}
+		spw_ring_wait(r, args.flags & SPW_ENTER_F_TIMEOUT, left);
 	}
 }
 
@@ -350,6 +382,7 @@ static int spw_ring_activate(struct spw_ring *r)
 	a->ktail = 0;
 	a->khead = &hdr->head;
 	a->live = 1;
+	a->last_active = (unsigned int)jiffies;
 	r->state = SPW_MEMBER_OPEN;
 	if (r->tok_head != r->tok_tail)
 		hdr->flags |= SPW_RING_F_WORK_PENDING;

@@ -26,6 +26,7 @@ int spw_group_create(const int *listen_fds, unsigned nr,
 				return -EINVAL;
 		args.ring_entries = p->ring_entries;
 		args.flags = p->flags;
+		args.stall_ms = p->stall_ms;
 	}
 	args.fds = (unsigned long)listen_fds;
 	args.nr_fds = nr;

@@ -125,13 +125,18 @@ bool t_was_reset(int fd, int ms)
 	return read(fd, &c, 1) < 0 && errno == ECONNRESET;
 }
 
-int t_group(const int *fds, unsigned n, unsigned entries)
+int t_group_stall(const int *fds, unsigned n, unsigned entries, unsigned stall_ms)
 {
-	struct spw_group_params p = { .ring_entries = entries };
+	struct spw_group_params p = { .ring_entries = entries, .stall_ms = stall_ms };
 	int gfd = spw_group_create(fds, n, &p);
 
 	cr_assert_geq(gfd, 0, "spw_group_create: %s", strerror(-gfd));
 	return gfd;
+}
+
+int t_group(const int *fds, unsigned n, unsigned entries)
+{
+	return t_group_stall(fds, n, entries, SPW_STALL_OFF);
 }
 
 void t_ring(struct spw_ring *r, int gfd, unsigned m)

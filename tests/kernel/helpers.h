@@ -29,7 +29,10 @@ int t_connect_id(uint16_t port, uint32_t id);
 uint32_t t_read_id(int fd);
 /* Wait up to @ms for the peer to reset @fd: true on ECONNRESET. */
 bool t_was_reset(int fd, int ms);
+/* A group with stall detection off: placement exactly as the claims say. */
 int t_group(const int *fds, unsigned n, unsigned entries);
+/* A group with stall detection after @stall_ms (0: the default). */
+int t_group_stall(const int *fds, unsigned n, unsigned entries, unsigned stall_ms);
 /* Open member @m's ring and map it. */
 void t_ring(struct spw_ring *r, int gfd, unsigned m);
 /*

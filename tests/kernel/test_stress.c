@@ -127,7 +127,7 @@ Test(stress, many_cpus_many_threads_exactly_once, .timeout = 120)
 	setrlimit(RLIMIT_NOFILE, &rl);
 	t_listeners(lfd, MEMBERS, true, 16);
 	port = t_port(lfd[0]);
-	gfd = t_group(lfd, MEMBERS, RING_ENTRIES);
+	gfd = t_group_stall(lfd, MEMBERS, RING_ENTRIES, 0);
 	for (unsigned i = 0; i < MEMBERS; i++)
 		t_ring(&ring[i], gfd, i);
 	/*
@@ -213,7 +213,7 @@ Test(stress, group_closed_while_connections_arrive, .timeout = 120)
 		pthread_create(&h[i], NULL, hammer, &ok[i]);
 	for (unsigned round = 0; round < 30; round++) {
 		struct spw_ring ring;
-		int gfd = t_group(lfd, 2, 4);
+		int gfd = t_group_stall(lfd, 2, 4, 0);
 
 		t_ring(&ring, gfd, round % 2);
 		t_reap(&ring, 4, 20, NULL);

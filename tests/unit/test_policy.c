@@ -10,6 +10,9 @@
 
 #define N 8
 
+/* Stall detection off: the claims' plain "origin, else least-full". */
+static const struct spw_clock never = { .now = 0, .stall = SPW_STALL_NEVER };
+
 static unsigned heads[N];
 static struct spw_ring_acct rings[N];
 
@@ -68,7 +71,7 @@ Test(pick, origin_with_room_keeps_the_connection)
 {
 	setup_rings(4, 4);
 	load(2, 3, 0);
-	cr_expect_eq(spw_pick_ring(rings, 4, 2, 0), 2);
+	cr_expect_eq(spw_pick_ring(rings, 4, 2, 0, &never), 2);
 }
 
 Test(pick, full_origin_spills_to_least_full)
@@ -78,7 +81,7 @@ Test(pick, full_origin_spills_to_least_full)
 	load(1, 2, 1);
 	load(2, 1, 0);
 	load(3, 1, 2);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 0), 2);
+	cr_expect_eq(spw_pick_ring(rings, 4, 0, 0, &never), 2);
 }
 
 Test(pick, posted_cqes_count_as_well_as_pending)
@@ -87,7 +90,7 @@ Test(pick, posted_cqes_count_as_well_as_pending)
 	load(0, 0, 4);			/* full of unconsumed CQEs */
 	load(1, 0, 3);
 	load(2, 2, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0), 2);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), 2);
 }
 
 Test(pick, ties_rotate_with_the_start_cursor)
@@ -96,10 +99,10 @@ Test(pick, ties_rotate_with_the_start_cursor)
 	load(0, 4, 0);
 	for (unsigned i = 1; i < 4; i++)
 		load(i, 1, 0);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 0), 1);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 2), 2);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 3), 3);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 4), 1);	/* wraps */
+	cr_expect_eq(spw_pick_ring(rings, 4, 0, 0, &never), 1);
+	cr_expect_eq(spw_pick_ring(rings, 4, 0, 2, &never), 2);
+	cr_expect_eq(spw_pick_ring(rings, 4, 0, 3, &never), 3);
+	cr_expect_eq(spw_pick_ring(rings, 4, 0, 4, &never), 1);	/* wraps */
 }
 
 Test(pick, all_full_drops)
@@ -107,7 +110,7 @@ Test(pick, all_full_drops)
 	setup_rings(4, 4);
 	for (unsigned i = 0; i < 4; i++)
 		load(i, i, 4 - i);
-	cr_expect_eq(spw_pick_ring(rings, 4, 1, 0), SPW_PICK_DROP);
+	cr_expect_eq(spw_pick_ring(rings, 4, 1, 0, &never), SPW_PICK_DROP);
 }
 
 Test(pick, dead_rings_are_never_targets)
@@ -116,22 +119,22 @@ Test(pick, dead_rings_are_never_targets)
 	load(0, 4, 0);
 	rings[1].live = 0;		/* empty, but its consumer is gone */
 	load(2, 3, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0), 2);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), 2);
 	load(2, 4, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0), SPW_PICK_DROP);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), SPW_PICK_DROP);
 	/* a dead origin spills even when its own counters look empty */
 	rings[0].live = 0;
 	load(0, 0, 0);
 	load(2, 1, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0), 2);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), 2);
 }
 
 Test(pick, single_member_group)
 {
 	setup_rings(1, 2);
-	cr_expect_eq(spw_pick_ring(rings, 1, 0, 0), 0);
+	cr_expect_eq(spw_pick_ring(rings, 1, 0, 0, &never), 0);
 	load(0, 2, 0);
-	cr_expect_eq(spw_pick_ring(rings, 1, 0, 0), SPW_PICK_DROP);
+	cr_expect_eq(spw_pick_ring(rings, 1, 0, 0, &never), SPW_PICK_DROP);
 }
 
 Test(pick, garbage_head_on_a_sibling_is_not_room)
@@ -141,7 +144,7 @@ Test(pick, garbage_head_on_a_sibling_is_not_room)
 	rings[1].ktail = 10;
 	heads[1] = 50;			/* would read as "lots of room" unclamped */
 	load(2, 2, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0), 2);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), 2);
 }
 
 /* Drive a ring to capacity through the policy alone: exactly entries fit. */
@@ -151,7 +154,7 @@ Test(pick, capacity_is_exact)
 
 	setup_rings(N, 8);
 	for (;;) {
-		int t = spw_pick_ring(rings, N, 3, placed);
+		int t = spw_pick_ring(rings, N, 3, placed, &never);
 
 		if (t == SPW_PICK_DROP)
 			break;
@@ -162,4 +165,90 @@ Test(pick, capacity_is_exact)
 	cr_expect_eq(placed, N * 8);
 	for (unsigned i = 0; i < N; i++)
 		cr_expect_eq(rings[i].pending, 8);
+}
+
+/*
+ * Stall detection: consumers that have not entered within the stall time
+ * (and are not asleep in enter) lose new work to responsive siblings.
+ */
+static const struct spw_clock at_1000 = { .now = 1000, .stall = 20 };
+
+static void activity(unsigned i, unsigned last_active, unsigned waiting)
+{
+	rings[i].last_active = last_active;
+	rings[i].waiting = waiting;
+}
+
+Test(stall, stalled_origin_with_room_sends_work_to_a_responsive_sibling)
+{
+	setup_rings(3, 8);
+	activity(0, 900, 0);		/* away for 100 > 20 ticks */
+	activity(1, 995, 0);		/* entered 5 ticks ago */
+	activity(2, 0, 1);		/* asleep in enter: responsive */
+	load(1, 3, 0);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 2);
+	load(2, 5, 0);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 1);
+}
+
+Test(stall, responsive_origin_keeps_its_work)
+{
+	setup_rings(3, 8);
+	activity(0, 990, 0);
+	activity(1, 0, 1);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 0);
+}
+
+Test(stall, nobody_responsive_falls_back_to_origin_then_least_full)
+{
+	setup_rings(3, 4);
+	for (unsigned i = 0; i < 3; i++)
+		activity(i, 0, 0);
+	load(1, 1, 0);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 0);
+	load(0, 4, 0);
+	load(2, 2, 0);
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 1);
+}
+
+Test(stall, responsive_sibling_must_have_room)
+{
+	setup_rings(3, 4);
+	activity(0, 0, 0);
+	activity(1, 0, 1);
+	activity(2, 0, 0);
+	load(1, 4, 0);			/* responsive but full */
+	load(2, 1, 0);
+	/* origin stalled but with room beats a stalled sibling */
+	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 0);
+}
+
+Test(stall, clock_wraps_without_false_stalls)
+{
+	const struct spw_clock wrapped = { .now = 5, .stall = 20 };
+
+	setup_rings(2, 4);
+	activity(0, 0xfffffff0u, 0);	/* 21 ticks ago, across the wrap */
+	activity(1, 0, 1);
+	cr_expect_eq(spw_pick_ring(rings, 2, 0, 0, &wrapped), 1);
+	activity(0, 0xfffffffeu, 0);	/* 7 ticks ago */
+	cr_expect_eq(spw_pick_ring(rings, 2, 0, 0, &wrapped), 0);
+}
+
+Test(stall, victim_is_the_stalled_ring_with_most_waiting)
+{
+	setup_rings(4, 8);
+	activity(0, 1000, 0);		/* the thief, just entered */
+	activity(1, 900, 0);
+	activity(2, 900, 0);
+	activity(3, 0, 1);		/* waiting: never a victim */
+	load(1, 2, 0);
+	load(2, 5, 0);
+	load(3, 7, 0);
+	cr_expect_eq(spw_pick_victim(rings, 4, 0, &at_1000), 2);
+	activity(2, 995, 0);		/* its consumer came back */
+	cr_expect_eq(spw_pick_victim(rings, 4, 0, &at_1000), 1);
+	load(1, 0, 0);
+	cr_expect_eq(spw_pick_victim(rings, 4, 0, &at_1000), -1);
+	cr_expect_eq(spw_pick_victim(rings, 4, 0, &never), -1, "stall detection off");
 }

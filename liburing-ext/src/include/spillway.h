@@ -27,7 +27,8 @@ extern "C" {
 struct spw_group_params {
 	unsigned ring_entries;	/* CQEs per ring, power of two; 0: default */
 	unsigned flags;		/* SPW_GROUP_F_* */
-	unsigned resv[6];
+	unsigned stall_ms;	/* 0: default; SPW_STALL_OFF: spill on full only */
+	unsigned resv[5];
 };
 
 /* A worker's view of one ring, set up by spw_ring_init(). */

@@ -43,8 +43,18 @@ struct spw_group_create {
 	__u32	nr_fds;		/* 1 .. SPW_MAX_MEMBERS */
 	__u32	ring_entries;	/* CQEs per ring: power of two, 0 = default */
 	__u32	flags;		/* SPW_GROUP_F_* */
-	__u32	resv[5];	/* must be zero */
+	/*
+	 * A ring whose consumer has not entered for @stall_ms while work
+	 * waits for it counts as stalled: new connections go to responsive
+	 * siblings and idle siblings take the connections waiting there.
+	 * 0: SPW_DEFAULT_STALL_MS; SPW_STALL_OFF: spill only on a full ring.
+	 */
+	__u32	stall_ms;
+	__u32	resv[4];	/* must be zero */
 };
+
+#define SPW_DEFAULT_STALL_MS	20
+#define SPW_STALL_OFF		0xffffffffU
 
 /* struct spw_ring_open.flags */
 #define SPW_RING_OPEN_F_CLOEXEC	(1U << 0)
@@ -92,10 +102,10 @@ struct spw_enter {
 struct spw_member_stats {
 	__u64	arrived;	/* connections that arrived on this member */
 	__u64	delivered;	/* CQEs posted to this member's ring */
-	__u64	spilled_out;	/* arrived here, sent to a sibling's ring */
-	__u64	spilled_in;	/* arrived at a sibling, sent to this ring */
+	__u64	spilled_out;	/* arrived here, delivered by a sibling's ring */
+	__u64	spilled_in;	/* arrived at a sibling, delivered by this ring */
 	__u64	dropped;	/* arrived here while every ring was full: reset */
-	__u64	rehomed;	/* pending here when the ring closed, moved on */
+	__u64	rehomed;	/* waited here, moved on: ring closed, stalled or corrupt */
 	__u32	outstanding;	/* pending + posted-but-unconsumed, now */
 	__u32	pending;	/* assigned, not yet handed to the consumer */
 	__u32	ring_entries;
@@ -167,7 +177,7 @@ struct spw_addr {
 };
 
 /* struct spw_cqe.flags */
-#define SPW_CQE_F_SPILLED	(1U << 0)	/* arrived on @origin, whose ring was full */
+#define SPW_CQE_F_SPILLED	(1U << 0)	/* arrived on @origin, whose ring was full or stalled */
 
 struct spw_cqe {
 	__s32	fd;		/* connected socket, installed in the caller's table */
