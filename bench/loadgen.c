@@ -1,0 +1,848 @@
+// SPDX-License-Identifier: MIT
+/*
+ * spw-loadgen: connection-rate load generator for spw-bench-server.
+ *
+ * Each connection: non-blocking connect() to 127.0.0.1:PORT, send the
+ * request "GET\n" once connected, wait for the one-line response
+ * "w<index>\n", close with an RST (SO_LINGER 0, so no TIME_WAIT piles up on
+ * the client side). One thread, epoll.
+ *
+ * Open loop (--rate R > 0): connection i is scheduled at t0 + i/R and its
+ * latency is measured from that *scheduled* time, so a stalled server or a
+ * full concurrency window shows up as latency instead of being hidden
+ * (coordinated omission, as wrk2 does it). Closed loop (--rate 0): keep
+ * --concurrency connections in flight for --duration seconds; latency is
+ * measured from the actual start.
+ *
+ * Failure kinds: reset (ECONNRESET/EPIPE), refused (ECONNREFUSED),
+ * timeout (no response after --timeout-ms from the actual start),
+ * eof (orderly close before a response), other (anything else, e.g.
+ * EADDRNOTAVAIL). Nothing is averaged away: --records writes one CSV row
+ * per connection, --out writes a JSON summary with exact percentiles over
+ * all completed connections, a CDF and a 100 ms timeline.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+
+#define REQUEST		"GET\n"
+#define START_BATCH	32	/* connects between two looks at the events */
+#define MAX_RECORDS	4000000u	/* hard bound on connections per run */
+#define MAX_WORKER_ID	1024
+#define MAX_DURATION_S	3600.0
+#define TIMELINE_BIN_NS	100000000ull	/* 100 ms */
+
+enum status { ST_PENDING, ST_OK, ST_RESET, ST_REFUSED, ST_TIMEOUT, ST_EOF, ST_OTHER, ST__NR };
+static const char *const status_names[ST__NR] = {
+	"pending", "ok", "reset", "refused", "timeout", "eof", "other"
+};
+
+struct rec {
+	uint64_t sched;		/* ns after t0 */
+	uint64_t start;		/* ns after t0: socket()+connect() */
+	uint64_t conn;		/* ns after t0: connect completed, 0 if never */
+	uint64_t done;		/* ns after t0: response / failure */
+	int32_t worker;		/* from the response, -1 if none */
+	uint8_t status;
+	uint8_t pad;
+	uint16_t err;		/* errno of a failure */
+};
+
+struct slot {
+	int fd;
+	uint32_t gen;
+	uint32_t rec;		/* index into recs */
+	int prev, next;		/* in-flight list, in start order */
+	bool connected;
+	uint8_t len;
+	char buf[32];
+};
+
+static struct {
+	int port;
+	double rate;
+	double duration;
+	uint64_t count;
+	int concurrency;
+	long timeout_ms;
+	const char *out;
+	const char *records;
+	int workers;
+	bool quiet;
+} o = {
+	.port = 0,
+	.rate = 0,
+	.duration = 5,
+	.count = 0,
+	.concurrency = 64,
+	.timeout_ms = 10000,
+	.workers = 0,
+};
+
+static struct rec *recs;
+static uint64_t nrecs, caprecs;
+static struct slot *slots;
+static int free_head = -1;	/* free list through .next */
+static int act_head = -1, act_tail = -1;
+static int inflight;
+static int ep;
+static uint64_t t0;
+static struct sockaddr_in dst;
+static volatile sig_atomic_t interrupted;
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "spw-loadgen: ");
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static struct rec *new_rec(uint64_t sched)
+{
+	struct rec *r;
+
+	if (nrecs == caprecs) {
+		uint64_t n = caprecs ? caprecs * 2 : 65536;
+
+		if (n > MAX_RECORDS)
+			n = MAX_RECORDS;
+		if (n <= caprecs)
+			return NULL;
+		recs = realloc(recs, n * sizeof(*recs));
+		if (!recs)
+			die("out of memory for %" PRIu64 " records", n);
+		caprecs = n;
+	}
+	r = &recs[nrecs++];
+	memset(r, 0, sizeof(*r));
+	r->sched = sched;
+	r->worker = -1;
+	return r;
+}
+
+static void list_del(int s)
+{
+	struct slot *sl = &slots[s];
+
+	if (sl->prev >= 0)
+		slots[sl->prev].next = sl->next;
+	else
+		act_head = sl->next;
+	if (sl->next >= 0)
+		slots[sl->next].prev = sl->prev;
+	else
+		act_tail = sl->prev;
+}
+
+static void list_add_tail(int s)
+{
+	slots[s].prev = act_tail;
+	slots[s].next = -1;
+	if (act_tail >= 0)
+		slots[act_tail].next = s;
+	else
+		act_head = s;
+	act_tail = s;
+}
+
+static void finish(int s, enum status st, int err, int worker)
+{
+	struct slot *sl = &slots[s];
+	struct rec *r = &recs[sl->rec];
+
+	r->done = now_ns() - t0;
+	r->status = (uint8_t)st;
+	r->err = (uint16_t)err;
+	r->worker = worker;
+	if (sl->fd >= 0)
+		close(sl->fd);	/* SO_LINGER 0: RST, no TIME_WAIT */
+	sl->fd = -1;
+	sl->gen++;
+	list_del(s);
+	sl->next = free_head;
+	free_head = s;
+	inflight--;
+}
+
+static enum status classify(int err)
+{
+	switch (err) {
+	case ECONNRESET:
+	case EPIPE:
+		return ST_RESET;
+	case ECONNREFUSED:
+		return ST_REFUSED;
+	case ETIMEDOUT:
+		return ST_TIMEOUT;
+	default:
+		return ST_OTHER;
+	}
+}
+
+/* Start the connection for a new record scheduled at @sched. */
+static void start_conn(uint64_t sched)
+{
+	static const struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	struct epoll_event ev;
+	struct rec *r = new_rec(sched);
+	struct slot *sl;
+	int s, fd;
+
+	if (!r)
+		return;
+	r->start = now_ns() - t0;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r->done = r->start;
+		r->status = ST_OTHER;
+		r->err = (uint16_t)errno;
+		return;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+
+	s = free_head;
+	sl = &slots[s];
+	free_head = sl->next;
+	sl->fd = fd;
+	sl->rec = (uint32_t)(r - recs);
+	sl->connected = false;
+	sl->len = 0;
+	list_add_tail(s);
+	inflight++;
+
+	if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 && errno != EINPROGRESS) {
+		int err = errno;
+
+		finish(s, classify(err), err, -1);
+		return;
+	}
+	ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
+	ev.data.u64 = ((uint64_t)sl->gen << 32) | (uint32_t)s;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int err = errno;
+
+		finish(s, ST_OTHER, err, -1);
+	}
+}
+
+static int parse_worker(const char *buf, int len)
+{
+	long v;
+	char *end;
+
+	if (len < 2 || buf[0] != 'w')
+		return -2;
+	v = strtol(buf + 1, &end, 10);
+	if (end == buf + 1 || *end != '\n' || v < 0 || v >= MAX_WORKER_ID)
+		return -2;
+	return (int)v;
+}
+
+static void on_event(uint64_t data, uint32_t events)
+{
+	int s = (int)(uint32_t)data;
+	struct slot *sl = &slots[s];
+
+	if ((uint32_t)(data >> 32) != sl->gen || sl->fd < 0)
+		return;	/* stale */
+
+	if (!sl->connected) {
+		int err = 0;
+		socklen_t el = sizeof(err);
+
+		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLIN | EPOLLRDHUP)))
+			return;
+		if (getsockopt(sl->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+			err = errno;
+		if (err) {
+			finish(s, classify(err), err, -1);
+			return;
+		}
+		if (!(events & EPOLLOUT) && !(events & EPOLLIN))
+			return;
+		sl->connected = true;
+		recs[sl->rec].conn = now_ns() - t0;
+		if (send(sl->fd, REQUEST, sizeof(REQUEST) - 1, MSG_NOSIGNAL) != sizeof(REQUEST) - 1) {
+			finish(s, classify(errno), errno, -1);
+			return;
+		}
+		if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) {
+			struct epoll_event ev = {
+				.events = EPOLLIN | EPOLLRDHUP,
+				.data.u64 = data,
+			};
+
+			if (epoll_ctl(ep, EPOLL_CTL_MOD, sl->fd, &ev) < 0)
+				finish(s, ST_OTHER, errno, -1);
+			return;
+		}
+	}
+
+	for (;;) {
+		ssize_t n = recv(sl->fd, sl->buf + sl->len, sizeof(sl->buf) - 1 - sl->len, 0);
+
+		if (n > 0) {
+			char *nl;
+
+			sl->len = (uint8_t)(sl->len + n);
+			sl->buf[sl->len] = '\0';
+			nl = memchr(sl->buf, '\n', sl->len);
+			if (nl) {
+				int w = parse_worker(sl->buf, (int)(nl - sl->buf + 1));
+
+				if (w < 0)
+					finish(s, ST_OTHER, EPROTO, -1);
+				else
+					finish(s, ST_OK, 0, w);
+				return;
+			}
+			if (sl->len >= sizeof(sl->buf) - 1) {
+				finish(s, ST_OTHER, EPROTO, -1);
+				return;
+			}
+			continue;
+		}
+		if (n == 0) {
+			finish(s, ST_EOF, 0, -1);
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		finish(s, classify(errno), errno, -1);
+		return;
+	}
+}
+
+static int epoll_wait_ns(struct epoll_event *evs, int max, int64_t timeout_ns)
+{
+#ifdef SYS_epoll_pwait2
+	static bool no_pwait2;
+
+	if (!no_pwait2) {
+		struct timespec ts = { timeout_ns / 1000000000, timeout_ns % 1000000000 };
+		long n = syscall(SYS_epoll_pwait2, ep, evs, max, &ts, NULL, (size_t)8);
+
+		if (n >= 0 || errno != ENOSYS)
+			return (int)n;
+		no_pwait2 = true;
+	}
+#endif
+	return epoll_wait(ep, evs, max, (int)((timeout_ns + 999999) / 1000000));
+}
+
+/* ---------------------------------------------------------------- */
+/* output                                                             */
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* nearest-rank percentile of sorted @v[n] */
+static uint64_t pct(const uint64_t *v, uint64_t n, double q)
+{
+	uint64_t k;
+
+	if (!n)
+		return 0;
+	k = (uint64_t)ceil(q * (double)n);
+	if (k < 1)
+		k = 1;
+	if (k > n)
+		k = n;
+	return v[k - 1];
+}
+
+static void json_dist(FILE *f, const char *name, const uint64_t *v, uint64_t n)
+{
+	double sum = 0;
+
+	for (uint64_t i = 0; i < n; i++)
+		sum += (double)v[i];
+	if (!n) {
+		fprintf(f, "\"%s\": null", name);
+		return;
+	}
+	fprintf(f, "\"%s\": {\"n\": %" PRIu64 ", \"min\": %.3f, \"p50\": %.3f, \"p90\": %.3f, "
+		"\"p99\": %.3f, \"p999\": %.3f, \"p9999\": %.3f, \"max\": %.3f, \"mean\": %.3f}",
+		name, n, v[0] / 1e6, pct(v, n, 0.5) / 1e6, pct(v, n, 0.9) / 1e6,
+		pct(v, n, 0.99) / 1e6, pct(v, n, 0.999) / 1e6, pct(v, n, 0.9999) / 1e6,
+		v[n - 1] / 1e6, sum / (double)n / 1e6);
+}
+
+static void write_records(const char *path)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f)
+		die("%s: %s", path, strerror(errno));
+	fprintf(f, "idx,sched_us,start_us,connect_us,done_us,latency_us,worker,status,errno\n");
+	for (uint64_t i = 0; i < nrecs; i++) {
+		const struct rec *r = &recs[i];
+
+		fprintf(f, "%" PRIu64 ",%.1f,%.1f,%.1f,%.1f,%.1f,%d,%s,%u\n", i,
+			r->sched / 1e3, r->start / 1e3, r->conn ? r->conn / 1e3 : -1.0,
+			r->done / 1e3, (r->done - r->sched) / 1e3, r->worker,
+			status_names[r->status], r->err);
+	}
+	if (fclose(f) != 0)
+		die("writing %s: %s", path, strerror(errno));
+}
+
+static void write_summary(const char *path, uint64_t t_load_end, uint64_t t_end)
+{
+	uint64_t counts[ST__NR] = { 0 };
+	uint64_t *lat, *svc, *con, nok = 0, ncon = 0, over1 = 0, over3 = 0;
+	uint64_t late = 0, max_lag = 0, last_done = 0, nbins;
+	uint64_t per_worker[MAX_WORKER_ID] = { 0 };
+	int max_w = o.workers - 1;
+	FILE *f;
+
+	lat = malloc((nrecs + 1) * sizeof(*lat));
+	svc = malloc((nrecs + 1) * sizeof(*svc));
+	con = malloc((nrecs + 1) * sizeof(*con));
+	if (!lat || !svc || !con)
+		die("out of memory");
+	for (uint64_t i = 0; i < nrecs; i++) {
+		const struct rec *r = &recs[i];
+		uint64_t lag = r->start > r->sched ? r->start - r->sched : 0;
+
+		counts[r->status]++;
+		if (lag > 1000000)
+			late++;
+		if (lag > max_lag)
+			max_lag = lag;
+		if (r->conn)
+			con[ncon++] = r->conn - r->start;
+		if (r->status != ST_OK)
+			continue;
+		lat[nok] = r->done - r->sched;
+		svc[nok] = r->done - r->start;
+		if (lat[nok] > 1000000000ull)
+			over1++;
+		if (lat[nok] > 3000000000ull)
+			over3++;
+		if (r->done > last_done)
+			last_done = r->done;
+		nok++;
+		if (r->worker >= 0 && r->worker < MAX_WORKER_ID) {
+			per_worker[r->worker]++;
+			if (r->worker > max_w)
+				max_w = r->worker;
+		}
+	}
+	qsort(lat, nok, sizeof(*lat), cmp_u64);
+	qsort(svc, nok, sizeof(*svc), cmp_u64);
+	qsort(con, ncon, sizeof(*con), cmp_u64);
+
+	f = fopen(path, "we");
+	if (!f)
+		die("%s: %s", path, strerror(errno));
+	fprintf(f, "{\"port\": %d, \"loop\": \"%s\", \"rate\": %g, \"duration_s\": %g, "
+		"\"count_limit\": %" PRIu64 ", \"concurrency\": %d, \"timeout_ms\": %ld, "
+		"\"interrupted\": %s,\n",
+		o.port, o.rate > 0 ? "open" : "closed", o.rate, o.duration, o.count,
+		o.concurrency, o.timeout_ms, interrupted ? "true" : "false");
+	fprintf(f, " \"connections\": %" PRIu64 ", \"completed\": %" PRIu64 ", ", nrecs, nok);
+	fprintf(f, "\"failed\": {");
+	for (int k = ST_RESET; k < ST__NR; k++)
+		fprintf(f, "%s\"%s\": %" PRIu64, k > ST_RESET ? ", " : "", status_names[k], counts[k]);
+	fprintf(f, ", \"total\": %" PRIu64 "},\n", nrecs - nok - counts[ST_PENDING]);
+	fprintf(f, " \"load_window_s\": %.6f, \"elapsed_s\": %.6f, \"last_completion_s\": %.6f, ",
+		t_load_end / 1e9, t_end / 1e9, last_done / 1e9);
+	fprintf(f, "\"conn_per_s\": %.1f, ", last_done ? nok / (last_done / 1e9) : 0.0);
+	fprintf(f, "\"late_starts\": %" PRIu64 ", \"max_start_lag_ms\": %.3f,\n", late, max_lag / 1e6);
+	fprintf(f, " \"over_1s\": %" PRIu64 ", \"over_3s\": %" PRIu64 ",\n ", over1, over3);
+	json_dist(f, "latency_ms", lat, nok);
+	fprintf(f, ",\n ");
+	json_dist(f, "service_ms", svc, nok);
+	fprintf(f, ",\n ");
+	json_dist(f, "connect_ms", con, ncon);
+	fprintf(f, ",\n \"per_worker\": [");
+	for (int w = 0; w <= max_w; w++)
+		fprintf(f, "%s%" PRIu64, w ? ", " : "", per_worker[w]);
+	fprintf(f, "],\n");
+
+	/* CDF: a fixed body grid plus log-spaced tail points, then the max */
+	fprintf(f, " \"cdf_ms\": [");
+	if (nok) {
+		uint64_t prev_k = 0;
+		bool first = true;
+		double tail_max = log10((double)nok) * 50.0;
+
+		for (int step = 0;; step++) {
+			double q;
+			uint64_t k;
+
+			if (step <= 100)
+				q = step / 100.0 * 0.9;
+			else if (step - 100 <= tail_max)
+				q = 1.0 - 0.1 * pow(10.0, -(step - 100) / 50.0);
+			else
+				q = 1.0;
+			k = (uint64_t)ceil(q * (double)nok);
+			if (k < 1)
+				k = 1;
+			if (k > nok)
+				k = nok;
+			if (first || k != prev_k) {
+				fprintf(f, "%s[%.3f, %.6f]", first ? "" : ", ", lat[k - 1] / 1e6,
+					(double)k / (double)nok);
+				first = false;
+				prev_k = k;
+			}
+			if (q >= 1.0)
+				break;
+		}
+	}
+	fprintf(f, "],\n");
+
+	/* timeline by scheduled time: started, ok, failed, p50 and max latency */
+	fprintf(f, " \"timeline_bin_ms\": %llu, \"timeline\": [", TIMELINE_BIN_NS / 1000000);
+	nbins = nrecs ? recs[nrecs - 1].sched / TIMELINE_BIN_NS + 1 : 0;
+	if (nbins > 100000)
+		nbins = 100000;
+	{
+		uint64_t i = 0, j;
+
+		for (uint64_t b = 0; b < nbins; b++) {
+			uint64_t n = 0, ok = 0, fail = 0, m = 0;
+
+			/* records are in scheduled order */
+			for (j = i; j < nrecs && recs[j].sched / TIMELINE_BIN_NS == b; j++) {
+				n++;
+				if (recs[j].status == ST_OK) {
+					lat[ok++] = recs[j].done - recs[j].sched;
+				} else if (recs[j].status != ST_PENDING) {
+					fail++;
+				}
+			}
+			i = j;
+			if (ok) {
+				qsort(lat, ok, sizeof(*lat), cmp_u64);
+				m = lat[ok - 1];
+			}
+			fprintf(f, "%s[%.1f, %" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %.3f, %.3f]",
+				b ? ", " : "", b * (TIMELINE_BIN_NS / 1e9), n, ok, fail,
+				ok ? pct(lat, ok, 0.5) / 1e6 : 0.0, m / 1e6);
+		}
+	}
+	fprintf(f, "],\n \"timeline_fields\": [\"t_s\", \"started\", \"ok\", \"failed\", \"p50_ms\", \"max_ms\"]}\n");
+	if (fclose(f) != 0)
+		die("writing %s: %s", path, strerror(errno));
+	free(lat);
+	free(svc);
+	free(con);
+}
+
+/* ---------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: spw-loadgen --port P [options]\n"
+"  --rate R          open loop, R connections/s scheduled at t0 + i/R; 0 = closed loop (default 0)\n"
+"  --duration S      seconds of load (default 5)\n"
+"  --count N         stop after N connections (default: rate*duration / unbounded)\n"
+"  --concurrency C   connections in flight at most (default 64)\n"
+"  --timeout-ms T    give up on a connection T ms after its start (default 10000)\n"
+"  --workers N       report per-worker counts for at least N workers\n"
+"  --out PATH        JSON summary (.json) or per-connection CSV (.csv)\n"
+"  --records PATH    per-connection CSV in addition to --out\n"
+"  --quiet\n");
+}
+
+static void parse_args(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "rate", required_argument, NULL, 'r' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "concurrency", required_argument, NULL, 'c' },
+		{ "timeout-ms", required_argument, NULL, 't' },
+		{ "workers", required_argument, NULL, 'w' },
+		{ "out", required_argument, NULL, 'o' },
+		{ "records", required_argument, NULL, 'R' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'p': o.port = atoi(optarg); break;
+		case 'r': o.rate = strtod(optarg, NULL); break;
+		case 'd': o.duration = strtod(optarg, NULL); break;
+		case 'n': o.count = strtoull(optarg, NULL, 10); break;
+		case 'c': o.concurrency = atoi(optarg); break;
+		case 't': o.timeout_ms = atol(optarg); break;
+		case 'w': o.workers = atoi(optarg); break;
+		case 'o': o.out = optarg; break;
+		case 'R': o.records = optarg; break;
+		case 'q': o.quiet = true; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		exit(2);
+	}
+	if (o.port <= 0 || o.port > 65535)
+		die("--port is required (1..65535)");
+	if (o.rate < 0 || o.rate > 10000000)
+		die("bad --rate");
+	if (!(o.duration > 0) || o.duration > MAX_DURATION_S)
+		die("--duration must be in (0, %g]", MAX_DURATION_S);
+	if (o.concurrency < 1 || o.concurrency > 200000)
+		die("bad --concurrency");
+	if (o.timeout_ms < 1 || o.timeout_ms > 600000)
+		die("bad --timeout-ms");
+	if (o.workers < 0 || o.workers > MAX_WORKER_ID)
+		die("bad --workers");
+	if (o.rate > 0) {
+		uint64_t planned = (uint64_t)ceil(o.rate * o.duration);
+
+		if (!o.count || o.count > planned)
+			o.count = planned;
+	}
+	if (!o.count || o.count > MAX_RECORDS)
+		o.count = MAX_RECORDS;
+}
+
+static void raise_nofile(rlim_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max < need) {
+		struct rlimit r2 = { need, need };
+
+		if (setrlimit(RLIMIT_NOFILE, &r2) == 0)
+			return;
+		need = rl.rlim_max;
+	}
+	rl.rlim_cur = need;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < (rlim_t)o.concurrency + 16) {
+		fprintf(stderr, "spw-loadgen: RLIMIT_NOFILE %lu: lowering concurrency to %lu\n",
+			(unsigned long)rl.rlim_cur, (unsigned long)rl.rlim_cur - 16);
+		o.concurrency = (int)rl.rlim_cur - 16;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct epoll_event evs[512];
+	struct sigaction sa;
+	uint64_t next = 0, load_end, timeout_ns, t_load_end = 0, hard_end;
+	double interval_ns;
+	bool open_loop;
+
+	parse_args(argc, argv);
+	prctl(PR_SET_TIMERSLACK, 1UL);	/* schedule starts to the microsecond */
+	raise_nofile((rlim_t)o.concurrency + 64);
+	open_loop = o.rate > 0;
+	interval_ns = open_loop ? 1e9 / o.rate : 0;
+	timeout_ns = (uint64_t)o.timeout_ms * 1000000ull;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	memset(&dst, 0, sizeof(dst));
+	dst.sin_family = AF_INET;
+	dst.sin_port = htons((uint16_t)o.port);
+	dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);	/* only ever 127.0.0.1 */
+
+	slots = calloc((size_t)o.concurrency, sizeof(*slots));
+	if (!slots)
+		die("out of memory");
+	for (int i = o.concurrency - 1; i >= 0; i--) {
+		slots[i].fd = -1;
+		slots[i].next = free_head;
+		free_head = i;
+	}
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		die("epoll_create1: %s", strerror(errno));
+	if (open_loop) {
+		caprecs = o.count;
+		recs = malloc(caprecs * sizeof(*recs));
+		if (!recs)
+			die("out of memory");
+	}
+
+	t0 = now_ns() + 2000000;	/* first connection 2 ms from now */
+	load_end = (uint64_t)(o.duration * 1e9);
+	/* absolute bound on the run: load, then one timeout to drain, + slack */
+	hard_end = load_end + timeout_ns + 2000000000ull;
+
+	for (;;) {
+		uint64_t now = now_ns();
+		uint64_t rel = now > t0 ? now - t0 : 0;
+		int64_t wait_ns = 100000000;	/* 100 ms at most */
+		bool starting;
+		int n;
+
+		if (now < t0) {
+			rel = 0;
+			wait_ns = (int64_t)(t0 - now);
+		}
+
+		/*
+		 * Start what is due, START_BATCH at a time: between batches the
+		 * events are handled, so a burst of thousands of connect()s does
+		 * not leave established connections waiting for their request
+		 * (or their response unread) until the whole burst is issued.
+		 */
+		if (now >= t0 && !interrupted) {
+			int batch = 0;
+
+			if (open_loop) {
+				while (next < o.count && inflight < o.concurrency) {
+					uint64_t sched = (uint64_t)((double)next * interval_ns);
+
+					if (sched > rel) {
+						if ((int64_t)(sched - rel) < wait_ns)
+							wait_ns = (int64_t)(sched - rel);
+						break;
+					}
+					if (batch++ == START_BATCH) {
+						wait_ns = 0;
+						break;
+					}
+					start_conn(sched);
+					next++;
+				}
+			} else {
+				while (rel < load_end && next < o.count && inflight < o.concurrency) {
+					if (batch++ == START_BATCH) {
+						wait_ns = 0;
+						break;
+					}
+					start_conn(now_ns() - t0);
+					next++;
+				}
+			}
+		}
+		starting = !interrupted && next < o.count && (open_loop || rel < load_end) &&
+			   nrecs < MAX_RECORDS;
+		if (!starting && !t_load_end)
+			t_load_end = rel;
+		if (!starting && inflight == 0)
+			break;
+		if (rel > hard_end) {
+			/* should not happen: timeouts bound every connection */
+			fprintf(stderr, "spw-loadgen: hard time limit reached\n");
+			break;
+		}
+		if (interrupted && inflight) {
+			/* give up on everything still in flight */
+			while (act_head >= 0)
+				finish(act_head, ST_TIMEOUT, ETIMEDOUT, -1);
+			continue;
+		}
+
+		/* time out the oldest connections (list is in start order) */
+		while (act_head >= 0) {
+			struct rec *r = &recs[slots[act_head].rec];
+			uint64_t dl = r->start + timeout_ns;
+
+			rel = now_ns() - t0;
+			if (dl > rel) {
+				if ((int64_t)(dl - rel) < wait_ns)
+					wait_ns = (int64_t)(dl - rel);
+				break;
+			}
+			finish(act_head, ST_TIMEOUT, ETIMEDOUT, -1);
+		}
+		if (!open_loop && starting && inflight < o.concurrency)
+			wait_ns = 0;
+		if (wait_ns < 0)
+			wait_ns = 0;
+
+		n = epoll_wait_ns(evs, (int)(sizeof(evs) / sizeof(evs[0])), wait_ns);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die("epoll_wait: %s", strerror(errno));
+		}
+		for (int i = 0; i < n; i++)
+			on_event(evs[i].data.u64, evs[i].events);
+	}
+
+	{
+		uint64_t t_end = now_ns() - t0;
+		uint64_t nok = 0, nfail = 0;
+		size_t ol = o.out ? strlen(o.out) : 0;
+
+		for (uint64_t i = 0; i < nrecs; i++) {
+			if (recs[i].status == ST_OK)
+				nok++;
+			else
+				nfail++;
+		}
+		if (o.out && ol >= 4 && !strcmp(o.out + ol - 4, ".csv"))
+			write_records(o.out);
+		else if (o.out)
+			write_summary(o.out, t_load_end, t_end);
+		if (o.records)
+			write_records(o.records);
+		if (!o.quiet)
+			fprintf(stderr, "spw-loadgen: %" PRIu64 " connections, %" PRIu64
+				" ok, %" PRIu64 " failed, %.2f s\n", nrecs, nok, nfail, t_end / 1e9);
+	}
+	return interrupted ? 130 : 0;
+}
