@@ -115,7 +115,7 @@ bool spw_ring_steal_locked(struct spw_ring *r)
 		a->pending++;
 		g->members[victim].st.rehomed++;
 	}
-	return n;
+	return n > 0;
 }
 
 /* Put one token of member @m on the ring the policy picks, or drop it. */

@@ -269,18 +269,22 @@ static void spw_ring_touch(struct spw_ring *r, int waiting)
 	spin_unlock_bh(&r->group->lock);
 }
 
-/* Sleep until work lands on @r or a stalled sibling's work can be taken. */
+/* Work landed on @r, or the stall timer says a sibling's work can be taken. */
+static bool spw_ring_should_wake(struct spw_ring *r, unsigned int seq)
+{
+	return spw_ring_has_tokens(r) || READ_ONCE(r->group->steal_seq) != seq;
+}
+
 static void spw_ring_wait(struct spw_ring *r, bool timed, ktime_t left)
 {
 	unsigned int seq = READ_ONCE(r->group->steal_seq);
 
 	spw_ring_touch(r, 1);
-#define SPW_WAKE_COND (spw_ring_has_tokens(r) || READ_ONCE(r->group->steal_seq) != seq)
 	if (timed)
-		wait_event_interruptible_hrtimeout(r->wq, SPW_WAKE_COND, left);
+		wait_event_interruptible_hrtimeout(r->wq, spw_ring_should_wake(r, seq),
+						   left);
 	else
-		wait_event_interruptible(r->wq, SPW_WAKE_COND);
-#undef SPW_WAKE_COND
+		wait_event_interruptible(r->wq, spw_ring_should_wake(r, seq));
 	spw_ring_touch(r, -1);
 }
 
