@@ -412,6 +412,7 @@ static void spw_group_free(struct spw_group *g)
 	kvfree(g->members);
 	kvfree(g->acct);
 	kfree(g);
+	atomic_dec(&spw_live_groups);
 }
 
 /* Undo registration: listeners go back to plain accept() behaviour. */
@@ -449,6 +450,7 @@ static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries,
 	g = kzalloc(sizeof(*g), GFP_KERNEL_ACCOUNT);
 	if (!g)
 		return NULL;
+	atomic_inc(&spw_live_groups);
 	spin_lock_init(&g->lock);
 	mutex_init(&g->open_lock);
 	refcount_set(&g->ref, 1);
@@ -532,7 +534,7 @@ long spw_group_create(struct spw_group_create __user *uarg)
 		return -EINVAL;
 	if (args.nr_fds > SPW_MAX_MEMBERS)
 		return -E2BIG;
-	entries = args.ring_entries ?: SPW_DEFAULT_RING_ENTRIES;
+	entries = args.ring_entries;
 	if (!is_power_of_2(entries) || entries > SPW_MAX_RING_ENTRIES)
 		return -EINVAL;
 	if (args.nr_fds * entries > SPW_MAX_GROUP_SLOTS)

@@ -119,6 +119,7 @@ struct spw_group {
 
 /* spw_main.c */
 extern void (*spw_default_data_ready)(struct sock *sk);
+extern atomic_t spw_live_groups;
 
 /* spw_group.c */
 long spw_group_create(struct spw_group_create __user *uarg);

@@ -5,6 +5,7 @@
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/net.h>
+#include <linux/sysfs.h>
 #include <net/net_namespace.h>
 #include <net/sock.h>
 
@@ -16,6 +17,24 @@
  * still using it are hooked, and every socket we touch gets it back.
  */
 void (*spw_default_data_ready)(struct sock *sk);
+
+/*
+ * Groups allocated and not yet freed, readable (never writable) as
+ * /sys/module/spillway/parameters/live_groups: tests check it returns to
+ * zero, which means every group, ring and token array was freed.
+ */
+atomic_t spw_live_groups = ATOMIC_INIT(0);
+
+static int spw_live_groups_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%d\n", atomic_read(&spw_live_groups));
+}
+
+static const struct kernel_param_ops spw_live_groups_ops = {
+	.get = spw_live_groups_get,
+};
+module_param_cb(live_groups, &spw_live_groups_ops, NULL, 0444);
+MODULE_PARM_DESC(live_groups, "groups currently allocated (read-only)");
 
 static int spw_capture_default_data_ready(void)
 {

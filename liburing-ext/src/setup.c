@@ -20,11 +20,13 @@ int spw_group_create(const int *listen_fds, unsigned nr,
 	unsigned i;
 
 	memset(&args, 0, sizeof(args));
+	args.ring_entries = SPW_DEFAULT_RING_ENTRIES;
 	if (p) {
 		for (i = 0; i < sizeof(p->resv) / sizeof(p->resv[0]); i++)
 			if (p->resv[i])
 				return -EINVAL;
-		args.ring_entries = p->ring_entries;
+		if (p->ring_entries)
+			args.ring_entries = p->ring_entries;
 		args.flags = p->flags;
 		args.stall_ms = p->stall_ms;
 	}

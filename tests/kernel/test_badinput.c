@@ -61,6 +61,7 @@ Test(badinput, create_rejects_malformed_requests)
 	cr_expect_eq(raw_create(&lfd, 1, 4, 1u << 7, 0), -EINVAL, "unknown flag");
 	cr_expect_eq(raw_create(&lfd, 1, 4, 0, 1), -EINVAL, "reserved field");
 	cr_expect_eq(raw_create(&lfd, 0, 4, 0, 0), -EINVAL, "no members");
+	cr_expect_eq(raw_create(&lfd, 1, 0, 0, 0), -EINVAL, "ring size zero");
 	cr_expect_eq(raw_create(&lfd, 1, 3, 0, 0), -EINVAL, "not a power of two");
 	cr_expect_eq(raw_create(&lfd, 1, SPW_MAX_RING_ENTRIES * 2, 0, 0), -EINVAL,
 		     "ring too large");

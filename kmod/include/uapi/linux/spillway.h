@@ -41,7 +41,7 @@
 struct spw_group_create {
 	__u64	fds;		/* user pointer to __s32[nr_fds]: listening TCP sockets */
 	__u32	nr_fds;		/* 1 .. SPW_MAX_MEMBERS */
-	__u32	ring_entries;	/* CQEs per ring: power of two, 0 = default */
+	__u32	ring_entries;	/* CQEs per ring: power of two, 1 .. SPW_MAX_RING_ENTRIES */
 	__u32	flags;		/* SPW_GROUP_F_* */
 	/*
 	 * A ring whose consumer has not entered for @stall_ms while work
