@@ -78,7 +78,8 @@ int main(int argc, char **argv)
 						io_uring_submit(&uring);
 						sqe = io_uring_get_sqe(&uring);
 					}
-					io_uring_prep_send(sqe, cqe->fd, MSG, strlen(MSG), 0);
+					/* a client gone already must not SIGPIPE the server */
+					io_uring_prep_send(sqe, cqe->fd, MSG, strlen(MSG), MSG_NOSIGNAL);
 					/* the send's completion closes the connection */
 					io_uring_sqe_set_data64(sqe, (unsigned long long)cqe->fd << 1);
 					n++;

@@ -56,6 +56,8 @@ static void worker(int group_fd, unsigned member)
 	int len, ret, rfd;
 
 	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGUSR1, SIG_DFL);
 	rfd = spw_ring_open(group_fd, member);
 	if (rfd < 0 || (ret = spw_ring_init(&ring, rfd)) < 0) {
 		fprintf(stderr, "worker %u: ring: %s\n", member, strerror(-rfd));
@@ -73,8 +75,8 @@ static void worker(int group_fd, unsigned member)
 		}
 		/* everything the enter handed over, without another syscall */
 		spw_for_each_cqe(&ring, head, cqe) {
-			if (write(cqe->fd, msg, len) < 0)
-				perror("write");
+			/* a client gone already must not SIGPIPE the worker */
+			send(cqe->fd, msg, len, MSG_NOSIGNAL);
 			close(cqe->fd);
 			n++;
 		}
@@ -135,9 +137,11 @@ int main(int argc, char **argv)
 			strerror(-group_fd));
 		return 1;
 	}
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
-	signal(SIGUSR1, on_signal);
+	/* no SA_RESTART: a signal must interrupt the master's waitpid() */
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 	for (unsigned i = 0; i < workers; i++)
 		pids[i] = spawn(group_fd, i);
 	printf("master %d: %u workers on port %u\n", getpid(), workers, port);

@@ -144,9 +144,10 @@ static void spw_route_locked(struct spw_group *g, struct spw_member *m)
 		g->cursor = t + 1;
 	if (r->hdr)
 		r->hdr->flags |= SPW_RING_F_WORK_PENDING;
-	if (g->acct[t].waiting)
-		spw_ring_wake(r);
-	else if (g->stall != SPW_STALL_NEVER && !timer_pending(&g->stall_timer))
+	/* enter sleepers and poll/epoll/io_uring waiters alike */
+	spw_ring_wake(r);
+	if (!g->acct[t].waiting && g->stall != SPW_STALL_NEVER &&
+	    !timer_pending(&g->stall_timer))
 		mod_timer(&g->stall_timer, jiffies + g->stall + 1);
 }
 

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -139,21 +140,47 @@ Test(delivery, wait_times_out_with_etime)
 	close(lfd);
 }
 
+struct poller {
+	int fd;
+	int ret;
+	short revents;
+	long took_ms;
+};
+
+static void *poll_thread(void *arg)
+{
+	struct poller *p = arg;
+	struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
+	long t0 = t_now_ms();
+
+	p->ret = poll(&pfd, 1, 5000);
+	p->revents = pfd.revents;
+	p->took_ms = t_now_ms() - t0;
+	return NULL;
+}
+
+/* The poll sleeps before the connection exists: the arrival must wake it. */
 Test(delivery, ring_fd_polls_readable_when_work_arrives)
 {
 	int lfd = t_listener(AF_INET, 0, false, 16);
 	int gfd = t_group(&lfd, 1, 8);
 	struct spw_ring ring;
+	struct poller pl;
 	struct pollfd p;
+	pthread_t th;
 	int cfd;
 
 	t_ring(&ring, gfd, 0);
 	p = (struct pollfd){ .fd = ring.ring_fd, .events = POLLIN };
 	cr_expect_eq(poll(&p, 1, 100), 0, "readable with no connection");
+	pl = (struct poller){ .fd = ring.ring_fd };
+	pthread_create(&th, NULL, poll_thread, &pl);
+	usleep(200000);
 	cfd = t_connect(AF_INET, t_port(lfd));
-	p.revents = 0;
-	cr_expect_eq(poll(&p, 1, 5000), 1);
-	cr_expect(p.revents & POLLIN);
+	pthread_join(th, NULL);
+	cr_expect_eq(pl.ret, 1);
+	cr_expect(pl.revents & POLLIN);
+	cr_expect_lt(pl.took_ms, 2000, "woken after %ld ms", pl.took_ms);
 	/* still readable while the CQE is posted and not consumed */
 	cr_assert_eq(spw_enter(&ring, 0, NULL), 1);
 	cr_expect_eq(poll(&p, 1, 0), 1);
