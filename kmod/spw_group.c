@@ -173,6 +173,19 @@ void spw_reconcile_locked(struct spw_member *m)
 }
 
 /*
+ * One of @m's tokens is finished: its connection was handed over, reset,
+ * or was not there any more. An arrival may have raced with that accept,
+ * so re-place whatever the queue holds now; every @assigned decrement
+ * goes through here.
+ */
+void spw_token_retire_locked(struct spw_member *m)
+{
+	lockdep_assert_held(&m->group->lock);
+	m->assigned--;
+	spw_reconcile_locked(m);
+}
+
+/*
  * The ring's consumer is gone (or corrupted its head): move every token
  * it has not taken to the siblings. Connections are not lost unless every
  * other ring is full, and then they are counted as drops.
@@ -319,10 +332,9 @@ static void spw_drop_work(struct work_struct *work)
 
 			spin_lock_bh(&g->lock);
 			m->drop_pending--;
-			m->assigned--;
 			if (err)
 				g->stale++;
-			spw_reconcile_locked(m);
+			spw_token_retire_locked(m);
 			spin_unlock_bh(&g->lock);
 		}
 	}

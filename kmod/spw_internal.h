@@ -129,6 +129,7 @@ void spw_group_put(struct spw_group *g);
 long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg);
 void spw_child_fixup(struct sock *sk);
 void spw_reconcile_locked(struct spw_member *m);
+void spw_token_retire_locked(struct spw_member *m);
 void spw_ring_rehome_locked(struct spw_ring *r);
 void spw_ring_work_posted_locked(struct spw_ring *r);
 

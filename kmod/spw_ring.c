@@ -113,6 +113,13 @@ static void spw_token_unget(struct spw_ring *r, u32 origin)
 	spin_unlock_bh(&r->group->lock);
 }
 
+/* Under the group lock: @r's token for member @m is finished. */
+static void spw_ring_token_done_locked(struct spw_ring *r, struct spw_member *m)
+{
+	spw_acct(r)->pending--;
+	spw_token_retire_locked(m);
+}
+
 /*
  * Hand one connection of member @origin to the caller. Returns 1 when a
  * CQE was written, 0 when the token was stale (someone accept()ed on the
@@ -142,10 +149,8 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 			return err;
 		}
 		spin_lock_bh(&g->lock);
-		a->pending--;
-		m->assigned--;
 		g->stale++;
-		spw_reconcile_locked(m);
+		spw_ring_token_done_locked(r, m);
 		spin_unlock_bh(&g->lock);
 		return 0;
 	}
@@ -158,10 +163,8 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 		/* sock_alloc_file() released the child: count it as dropped */
 		put_unused_fd(fd);
 		spin_lock_bh(&g->lock);
-		a->pending--;
-		m->assigned--;
 		m->st.dropped++;
-		spw_reconcile_locked(m);
+		spw_ring_token_done_locked(r, m);
 		spin_unlock_bh(&g->lock);
 		return PTR_ERR(file);
 	}
@@ -174,16 +177,14 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 	fd_install(fd, file);
 
 	spin_lock_bh(&g->lock);
-	a->pending--;
+	/* the CQE and the end of its token count together for the policy */
 	a->ktail++;
 	g->members[r->idx].st.delivered++;
 	if (origin != r->idx) {
 		m->st.spilled_out++;
 		g->members[r->idx].st.spilled_in++;
 	}
-	m->assigned--;
-	/* an arrival may have raced with our accept: place it now */
-	spw_reconcile_locked(m);
+	spw_ring_token_done_locked(r, m);
 	spin_unlock_bh(&g->lock);
 	return 1;
 }
