@@ -4,14 +4,17 @@
  * of connections on rings, drops, teardown and counters.
  *
  * Data path (token model): when a child socket joins member L's accept
- * queue, TCP calls L's sk_data_ready, which we own. We place "one
- * connection from L" as a token on a ring chosen by spw_pick_ring(); the
+ * queue, TCP wakes L's wait queue (sock_def_readable()), on which we keep
+ * an entry of our own, as epoll does; its wake function places "one
+ * connection from L" as a token on a ring chosen by spw_pick_ring(). The
  * connection itself stays in L's accept queue. The ring's consumer later
  * calls kernel_accept() on L in its own context (spw_ring.c). A token for
  * which no ring has room becomes a drop: a work item accepts one
- * connection from L and resets it.
+ * connection from L and resets it. Every other waiter on L (accept(),
+ * poll, epoll, io_uring) is woken as before: we only listen.
  */
-#include <linux/anon_inodes.h>
+#include <linux/capability.h>
+#include <linux/cred.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/nsproxy.h>
@@ -33,7 +36,7 @@ static const struct file_operations spw_group_fops;
 static bool spw_placing(const struct spw_group *g)
 {
 	lockdep_assert_held(&g->lock);
-	return !g->dying;
+	return g->placing;
 }
 
 static void spw_ring_wake(struct spw_ring *r)
@@ -57,6 +60,10 @@ static unsigned int spw_fifo_len(const struct spw_ring *r)
  * A stall time after work landed on a ring whose consumer was not
  * waiting: if it still waits and the consumer has not come back, wake
  * every idle consumer; the first to enter takes it (spw_ring_steal_locked).
+ * While any ring holds work the timer stays armed, stalled or not: a
+ * consumer that goes idle later (in poll/epoll, not in enter) is woken by
+ * a later run. Softirq; both loops are bounded by g->nr (at most
+ * SPW_MAX_MEMBERS) once per stall period.
  */
 static void spw_stall_timer(struct timer_list *t)
 {
@@ -67,7 +74,7 @@ static void spw_stall_timer(struct timer_list *t)
 
 	spin_lock_bh(&g->lock);
 	spw_clock_now(g, &clock);
-	for (i = 0; i < g->nr && !g->dying; i++) {
+	for (i = 0; i < g->nr && g->placing; i++) {
 		if (!spw_fifo_len(&g->rings[i]) || g->acct[i].waiting)
 			continue;
 		if (spw_ring_responsive(&g->acct[i], &clock))
@@ -81,7 +88,7 @@ static void spw_stall_timer(struct timer_list *t)
 			if (g->acct[i].waiting)
 				spw_ring_wake(&g->rings[i]);
 	}
-	if (recheck && !g->dying)
+	if ((recheck || stalled) && g->placing)
 		mod_timer(&g->stall_timer, jiffies + g->stall + 1);
 	spin_unlock_bh(&g->lock);
 }
@@ -129,11 +136,12 @@ static void spw_route_locked(struct spw_group *g, struct spw_member *m)
 	spw_clock_now(g, &clock);
 	t = spw_pick_ring(g->acct, g->nr, m->idx, g->cursor, &clock);
 	if (t == SPW_PICK_DROP) {
+		/* counted as dropped when the work has really reset one */
 		m->drop_pending++;
-		m->st.dropped++;
 		if (g->rings[m->idx].hdr)
 			g->rings[m->idx].hdr->flags |= SPW_RING_F_DROPPED;
-		queue_work(system_unbound_wq, &g->drop_work);
+		if (!g->hold_drops)
+			mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
 		return;
 	}
 	r = &g->rings[t];
@@ -153,9 +161,11 @@ static void spw_route_locked(struct spw_group *g, struct spw_member *m)
 
 /*
  * Place every connection in @m's accept queue that has no token yet.
- * Counting against the queue length, rather than counting callbacks,
- * heals the cases where TCP adds a child without calling sk_data_ready
- * and where a hand-over raced with an arrival.
+ * Counting against the queue length, rather than counting wake-ups,
+ * heals the cases where TCP adds a child without waking the listener
+ * and where a hand-over raced with an arrival. Each pass is O(1); the
+ * loop runs once per connection not yet placed, so the work is O(1) per
+ * arrival however it is batched.
  */
 void spw_reconcile_locked(struct spw_member *m)
 {
@@ -222,101 +232,63 @@ void spw_ring_work_posted_locked(struct spw_ring *r)
 	WRITE_ONCE(hdr->dropped, m->st.dropped);
 }
 
-/* A listener's accept queue grew; listeners only, children pass through. */
-static void spw_data_ready(struct sock *sk)
-{
-	struct spw_member *m;
-
-	rcu_read_lock();
-	m = rcu_dereference_sk_user_data(sk);
-	if (likely(m && sk->sk_state == TCP_LISTEN)) {
-		spin_lock_bh(&m->group->lock);
-		spw_reconcile_locked(m);
-		spin_unlock_bh(&m->group->lock);
-	} else {
-		/*
-		 * A child not yet accepted inherits the listener's callbacks
-		 * (sk_clone_lock copies them; NOCOPY keeps sk_user_data out).
-		 */
-		spw_default_data_ready(sk);
-	}
-	rcu_read_unlock();
-}
-
-/* Give an accepted child the default callback it would have had. */
-void spw_child_fixup(struct sock *sk)
-{
-	write_lock_bh(&sk->sk_callback_lock);
-	if (sk->sk_data_ready == spw_data_ready)
-		sk->sk_data_ready = spw_default_data_ready;
-	write_unlock_bh(&sk->sk_callback_lock);
-}
-
 /*
- * Reset the newest connection in @m's accept queue: the one that found
- * every ring full. kernel_accept() would take the oldest, which a ring
- * token is already waiting for. This is reqsk_queue_remove() from the
- * tail, then the graft inet_accept() does, under the same locks.
+ * Our entry on a member's wait queue: called for every wake-up of the
+ * listener (sock_def_readable() for a new child, state changes, close),
+ * under the wait-queue lock with hard IRQs off, in softirq or process
+ * context. It never sleeps and never stops the wake-up from reaching the
+ * listener's other waiters (non-exclusive entry, returns 0).
  */
-static int spw_drop_newest(struct spw_member *m)
+static int spw_member_wake(struct wait_queue_entry *wait, unsigned int mode,
+			   int sync, void *key)
 {
-	struct sock *lsk = m->sock->sk;
-	struct request_sock_queue *q = &inet_csk(lsk)->icsk_accept_queue;
-	struct request_sock *req, *prev = NULL;
-	struct socket *newsock;
-	struct sock *child;
-	int err;
+	struct spw_member *m = container_of(wait, struct spw_member, wait);
+	__poll_t mask = key_to_poll(key);
 
-	err = sock_create_lite(lsk->sk_family, lsk->sk_type, lsk->sk_protocol,
-			       &newsock);
-	if (err)
-		return err;
-	lock_sock(lsk);
-	spin_lock_bh(&q->rskq_lock);
-	req = lsk->sk_state == TCP_LISTEN ? q->rskq_accept_head : NULL;
-	while (req && req->dl_next) {
-		prev = req;
-		req = req->dl_next;
-	}
-	/* a Fast Open child still needs its request: leave it to accept() */
-	if (req && tcp_rsk(req)->tfo_listener)
-		req = NULL;
-	if (req) {
-		if (prev)
-			prev->dl_next = NULL;
-		else
-			WRITE_ONCE(q->rskq_accept_head, NULL);
-		q->rskq_accept_tail = prev;
-		sk_acceptq_removed(lsk);
-	}
-	spin_unlock_bh(&q->rskq_lock);
-	release_sock(lsk);
-
-	if (!req) {
-		sock_release(newsock);
-		err = kernel_accept(m->sock, &newsock, O_NONBLOCK);
-		if (err)
-			return err;
-	} else {
-		child = req->sk;
-		reqsk_put(req);
-		newsock->ops = m->sock->ops;
-		lock_sock(child);
-		sock_graft(child, newsock);
-		newsock->state = SS_CONNECTED;
-		release_sock(child);
-	}
-	spw_child_fixup(newsock->sk);
-	/* linger 0: close sends RST, the client learns now, not at a timeout */
-	sock_no_linger(newsock->sk);
-	sock_release(newsock);
+	if (mask && !(mask & (EPOLLIN | EPOLLRDNORM)))
+		return 0;
+	/* hard IRQs are off here, so BHs cannot run: the plain lock is enough */
+	spin_lock(&m->group->lock);
+	spw_reconcile_locked(m);
+	spin_unlock(&m->group->lock);
 	return 0;
 }
 
-/* Reset connections the policy could not place anywhere. */
+/*
+ * Reset one connection of @m's accept queue: the oldest waiting one, which
+ * kernel_accept() takes in O(1) (the queue is singly linked: removing the
+ * newest would walk it). Tokens name a listener, not a connection, so
+ * which connection goes changes no count; see docs/architecture.md.
+ * Returns 0, -EAGAIN/-EINVAL when there is nothing to reset (someone else
+ * accepted it, or the listener stopped listening), or another -errno when
+ * it may work later.
+ */
+static int spw_drop_one(struct spw_member *m)
+{
+	struct socket *child;
+	int err;
+
+	err = kernel_accept(m->sock, &child, O_NONBLOCK);
+	if (err)
+		return err;
+	/* linger 0: close sends RST, the client learns now, not at a timeout */
+	sock_no_linger(child->sk);
+	spin_lock_bh(&m->group->lock);
+	m->st.dropped++;
+	spin_unlock_bh(&m->group->lock);
+	sock_release(child);
+	return 0;
+}
+
+/*
+ * Reset connections the policy could not place anywhere. Process context;
+ * O(1) per drop, no lock held across the accept.
+ */
 static void spw_drop_work(struct work_struct *work)
 {
-	struct spw_group *g = container_of(work, struct spw_group, drop_work);
+	struct spw_group *g = container_of(to_delayed_work(work),
+					   struct spw_group, drop_work);
+	bool retry = false;
 	unsigned int i;
 
 	for (i = 0; i < g->nr; i++) {
@@ -328,8 +300,13 @@ static void spw_drop_work(struct work_struct *work)
 		spin_unlock_bh(&g->lock);
 
 		while (n--) {
-			int err = spw_drop_newest(m);
+			int err = spw_drop_one(m);
 
+			if (err && err != -EAGAIN && err != -EINVAL) {
+				/* out of memory or files: the connection stays; later */
+				retry = true;
+				break;
+			}
 			spin_lock_bh(&g->lock);
 			m->drop_pending--;
 			if (err)
@@ -338,84 +315,73 @@ static void spw_drop_work(struct work_struct *work)
 			spin_unlock_bh(&g->lock);
 		}
 	}
+	if (retry)
+		queue_delayed_work(system_unbound_wq, &g->drop_work, HZ / 10);
 }
 
-/* Hook one listener; lock_sock() keeps it listening while we look. */
+/*
+ * Hook one listener: put our entry on its wait queue. lock_sock() keeps
+ * it listening (listen()/shutdown() take it) while we look.
+ */
 static int spw_member_hook(struct spw_member *m)
 {
 	struct sock *sk = m->sock->sk;
 	u32 slots = m->group->nr * m->group->entries;
-	int err = 0;
+	u32 somaxconn, backlog;
+	int err;
 
+	err = spw_registry_add(m);
+	if (err)
+		return err;
 	lock_sock(sk);
 	if (sk->sk_state != TCP_LISTEN) {
-		err = -EINVAL;
-		goto out_release;
-	}
-	write_lock_bh(&sk->sk_callback_lock);
-	if (sk->sk_user_data || sk->sk_data_ready != spw_default_data_ready) {
-		err = -EBUSY;
-		goto out_unlock;
+		release_sock(sk);
+		return -EINVAL;
 	}
 	/*
 	 * Every token may name this listener (all traffic on one member), so
-	 * its accept queue must hold every ring's worth: TCP's backlog must
-	 * never be what refuses a connection while a ring has room.
+	 * its accept queue should hold every ring's worth: TCP's backlog
+	 * should not be what refuses a connection while a ring has room. But
+	 * sk_max_ack_backlog also bounds the SYN queue, where SYN cookies
+	 * start: we raise it no further than the owner could with listen(),
+	 * net.core.somaxconn, and never lower it.
 	 */
-	m->saved_backlog = READ_ONCE(sk->sk_max_ack_backlog);
-	if (m->saved_backlog <= U32_MAX - slots)
-		WRITE_ONCE(sk->sk_max_ack_backlog, m->saved_backlog + slots);
-	__rcu_assign_sk_user_data_with_flags(sk, m, SK_USER_DATA_NOCOPY);
-	sk->sk_data_ready = spw_data_ready;
+	backlog = READ_ONCE(sk->sk_max_ack_backlog);
+	somaxconn = READ_ONCE(sock_net(sk)->core.sysctl_somaxconn);
+	m->saved_backlog = backlog;
+	if (backlog < somaxconn) {
+		m->raised_backlog = min_t(u64, (u64)backlog + slots, somaxconn);
+		WRITE_ONCE(sk->sk_max_ack_backlog, m->raised_backlog);
+	}
+	add_wait_queue(&m->sock->wq.wait, &m->wait);
 	m->hooked = true;
-out_unlock:
-	write_unlock_bh(&sk->sk_callback_lock);
-out_release:
 	release_sock(sk);
-	return err;
+	return 0;
 }
 
 static void spw_member_unhook(struct spw_member *m)
 {
 	struct sock *sk = m->sock->sk;
 
-	if (!m->hooked)
-		return;
-	/* lock_sock() waits out backlog processing that calls data_ready */
-	lock_sock(sk);
-	write_lock_bh(&sk->sk_callback_lock);
-	sk->sk_data_ready = spw_default_data_ready;
-	rcu_assign_sk_user_data(sk, NULL);
-	WRITE_ONCE(sk->sk_max_ack_backlog, m->saved_backlog);
-	write_unlock_bh(&sk->sk_callback_lock);
-	release_sock(sk);
-}
-
-/*
- * After the grace period no new child can copy our callback; fix the
- * children already queued so none points into this module once it is
- * gone.
- */
-static void spw_member_fixup_queue(struct spw_member *m)
-{
-	struct request_sock_queue *q;
-	struct request_sock *req;
-
-	if (!m->hooked)
-		return;
-	q = &inet_csk(m->sock->sk)->icsk_accept_queue;
-	spin_lock_bh(&q->rskq_lock);
-	for (req = q->rskq_accept_head; req; req = req->dl_next)
-		if (req->sk)
-			spw_child_fixup(req->sk);
-	spin_unlock_bh(&q->rskq_lock);
-	m->hooked = false;
+	if (m->hooked) {
+		/* takes the wait-queue lock: a running spw_member_wake() is done */
+		remove_wait_queue(&m->sock->wq.wait, &m->wait);
+		lock_sock(sk);
+		/* a listen() by the owner since we raised it wins */
+		if (m->raised_backlog &&
+		    READ_ONCE(sk->sk_max_ack_backlog) == m->raised_backlog)
+			WRITE_ONCE(sk->sk_max_ack_backlog, m->saved_backlog);
+		release_sock(sk);
+		m->hooked = false;
+	}
+	spw_registry_del(m);
 }
 
 static void spw_group_free(struct spw_group *g)
 {
 	unsigned int i;
 
+	/* g->nr is set only once every array exists */
 	for (i = 0; i < g->nr; i++) {
 		spw_ring_free(&g->rings[i]);
 		if (g->members[i].sock)
@@ -428,22 +394,27 @@ static void spw_group_free(struct spw_group *g)
 	atomic_dec(&spw_live_groups);
 }
 
-/* Undo registration: listeners go back to plain accept() behaviour. */
-static void spw_group_destroy(struct spw_group *g)
+/*
+ * Undo registration: listeners go back to plain accept() behaviour, and
+ * their waiters, woken all along, serve what is queued. Drops already
+ * decided are carried out (those clients get RST) unless the group never
+ * served (@published false: a failed create disturbs no client).
+ */
+static void spw_group_destroy(struct spw_group *g, bool published)
 {
 	unsigned int i;
 
 	spin_lock_bh(&g->lock);
-	g->dying = true;
+	g->placing = false;
 	spin_unlock_bh(&g->lock);
 
 	for (i = 0; i < g->nr; i++)
 		spw_member_unhook(&g->members[i]);
-	synchronize_net();
-	for (i = 0; i < g->nr; i++)
-		spw_member_fixup_queue(&g->members[i]);
-	/* drops already decided are carried out: those clients get RST */
-	flush_work(&g->drop_work);
+	/* no wake function runs now, nothing queues the work or the timer */
+	if (published)
+		flush_delayed_work(&g->drop_work);
+	else
+		cancel_delayed_work_sync(&g->drop_work);
 	del_timer_sync(&g->stall_timer);
 	spw_group_free(g);
 }
@@ -451,7 +422,7 @@ static void spw_group_destroy(struct spw_group *g)
 void spw_group_put(struct spw_group *g)
 {
 	if (refcount_dec_and_test(&g->ref))
-		spw_group_destroy(g);
+		spw_group_destroy(g, true);
 }
 
 static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries,
@@ -467,10 +438,10 @@ static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries,
 	spin_lock_init(&g->lock);
 	mutex_init(&g->open_lock);
 	refcount_set(&g->ref, 1);
-	INIT_WORK(&g->drop_work, spw_drop_work);
+	INIT_DELAYED_WORK(&g->drop_work, spw_drop_work);
 	timer_setup(&g->stall_timer, spw_stall_timer, 0);
-	g->nr = nr;
 	g->entries = entries;
+	g->hold_drops = true;
 	if (stall_ms == SPW_STALL_OFF)
 		g->stall = SPW_STALL_NEVER;
 	else
@@ -480,9 +451,12 @@ static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries,
 	g->rings = kvcalloc(nr, sizeof(*g->rings), GFP_KERNEL_ACCOUNT);
 	if (!g->acct || !g->members || !g->rings)
 		goto err_free;
+	/* from here spw_group_free() walks the arrays */
+	g->nr = nr;
 	for (i = 0; i < nr; i++) {
 		g->members[i].group = g;
 		g->members[i].idx = i;
+		init_waitqueue_func_entry(&g->members[i].wait, spw_member_wake);
 		if (spw_ring_init(&g->rings[i], g, i))
 			goto err_free;
 	}
@@ -513,6 +487,15 @@ static int spw_member_attach(struct spw_group *g, unsigned int idx, int fd)
 	err = -EXDEV;
 	if (!net_eq(sock_net(sk), current->nsproxy->net_ns))
 		goto err_put;
+	/*
+	 * Registering rewires how the socket's connections are served: only
+	 * its owner may, or an admin of its network namespace. Holding the fd
+	 * (say, received over SCM_RIGHTS) is not enough.
+	 */
+	err = -EPERM;
+	if (!uid_eq(sock->file->f_cred->euid, current_euid()) &&
+	    !ns_capable(sock_net(sk)->user_ns, CAP_NET_ADMIN))
+		goto err_put;
 	err = -EINVAL;
 	if (READ_ONCE(sk->sk_state) != TCP_LISTEN)
 		goto err_put;
@@ -532,7 +515,6 @@ long spw_group_create(struct spw_group_create __user *uarg)
 	struct spw_group_create args;
 	unsigned int entries, i;
 	struct spw_group *g;
-	struct file *file;
 	s32 *fds;
 	int fd, err;
 
@@ -579,32 +561,38 @@ long spw_group_create(struct spw_group_create __user *uarg)
 			goto err_group;
 	}
 
-	fd = get_unused_fd_flags(O_RDWR |
-				 (args.flags & SPW_GROUP_F_CLOEXEC ? O_CLOEXEC : 0));
-	if (fd < 0) {
-		err = fd;
-		goto err_group;
-	}
-	file = anon_inode_getfile("[spillway-group]", &spw_group_fops, g, O_RDWR);
-	if (IS_ERR(file)) {
-		put_unused_fd(fd);
-		err = PTR_ERR(file);
-		goto err_group;
-	}
 	/*
-	 * Connections queued before we hooked get their tokens now, before
-	 * fd_install(): once the fd is visible another thread may close it.
+	 * Place what queued before we hooked, and start placing. Decided
+	 * drops wait (hold_drops) until the fd exists: a failed create
+	 * resets nobody. Our own reference keeps @g while another thread may
+	 * already close the new fd.
 	 */
+	refcount_inc(&g->ref);
 	spin_lock_bh(&g->lock);
+	g->placing = true;
 	for (i = 0; i < g->nr; i++)
 		spw_reconcile_locked(&g->members[i]);
 	spin_unlock_bh(&g->lock);
-	fd_install(fd, file);
+
+	fd = spw_anon_fd("[spillway-group]", &spw_group_fops, g,
+			 O_RDWR | (args.flags & SPW_GROUP_F_CLOEXEC ? O_CLOEXEC : 0));
+	if (fd < 0) {
+		err = fd;
+		refcount_dec(&g->ref);
+		goto err_group;
+	}
+	spin_lock_bh(&g->lock);
+	g->hold_drops = false;
+	for (i = 0; i < g->nr; i++)
+		if (g->members[i].drop_pending)
+			mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
+	spin_unlock_bh(&g->lock);
+	spw_group_put(g);
 	kvfree(fds);
 	return fd;
 
 err_group:
-	spw_group_destroy(g);
+	spw_group_destroy(g, false);
 err_fds:
 	kvfree(fds);
 	return err;
@@ -615,7 +603,7 @@ long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg)
 	struct spw_member_stats *ms, tot = {};
 	struct spw_group_stats args;
 	unsigned int i, n;
-	u64 stale;
+	u64 stale, dropping = 0;
 	long ret;
 
 	if (copy_from_user(&args, uarg, sizeof(args)))
@@ -642,6 +630,7 @@ long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg)
 		ms[i].outstanding = spw_ring_outstanding(a);
 		ms[i].ring_entries = a->entries;
 		ms[i].state = g->rings[i].state;
+		dropping += g->members[i].drop_pending;
 	}
 	stale = g->stale;
 	spin_unlock_bh(&g->lock);
@@ -662,7 +651,9 @@ long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg)
 			      array_size(n, sizeof(*ms))))
 		ret = -EFAULT;
 	else if (copy_to_user(&uarg->total, &tot, sizeof(tot)) ||
-		 put_user(stale, &uarg->stale))
+		 put_user(stale, &uarg->stale) ||
+		 put_user(dropping, &uarg->dropping) ||
+		 clear_user(uarg->resv2, sizeof(uarg->resv2)))
 		ret = -EFAULT;
 	kvfree(ms);
 	return ret;

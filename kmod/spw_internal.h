@@ -4,26 +4,37 @@
  *
  * Locking (outermost first):
  *
+ *   spw_registry_lock mutex (spw_main.c); which sockets are members of
+ *                     some group. Create and teardown only.
  *   group->open_lock  mutex; ring open/close and the lifetime of each
  *                     ring's shared memory.
  *   ring->post_lock   mutex; one CQ producer per ring at a time (two
  *                     threads may enter the same ring). Held across
  *                     kernel_accept(), which locks the listener.
- *   group->lock       spinlock, BH-safe; the arrival path takes it from
- *                     the listener's sk_data_ready (softirq, or process
- *                     context from release_sock()). Protects acct[],
- *                     every ring's token FIFO, every member's counters,
- *                     @assigned and @drop_pending, @cursor, @dying and
- *                     @steal_seq.
- *                     Never held across anything that sleeps.
+ *   listener wait-queue lock (sock->wq.wait.lock), irq-safe, the kernel's:
+ *                     held by whoever wakes the listener's waiters, and so
+ *                     around spw_member_wake(), our entry on that queue.
+ *   group->lock       spinlock, BH-safe; taken with spin_lock_bh() in
+ *                     process context and the stall timer, and with plain
+ *                     spin_lock() inside spw_member_wake() (softirq or
+ *                     process context, hard IRQs already off under the
+ *                     wait-queue lock). Protects acct[], every ring's token
+ *                     FIFO, every member's counters, @assigned and
+ *                     @drop_pending, @cursor, @placing and @steal_seq.
+ *                     Never held across anything that sleeps; never held
+ *                     while taking a listener's wait-queue lock.
  *
- * Listener callbacks are swapped under lock_sock() + sk_callback_lock;
- * the arrival path runs under RCU, so teardown restores the callbacks,
- * then waits for an RCU grace period before anything is freed.
+ * The module stores no pointer to itself in any object it does not own:
+ * it learns of arrivals through a wait-queue entry it owns (struct
+ * spw_member.wait) on the listener's wait queue, as epoll does, and
+ * removing that entry (remove_wait_queue(), which waits out a running
+ * callback by taking the same lock) is the whole undo. Children cloned
+ * from a member carry nothing of ours.
  */
 #ifndef SPW_INTERNAL_H
 #define SPW_INTERNAL_H
 
+#include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/net.h>
 #include <linux/refcount.h>
@@ -44,7 +55,7 @@ struct spw_counters {
 	u64 delivered;
 	u64 spilled_out;
 	u64 spilled_in;
-	u64 dropped;
+	u64 dropped;		/* connections reset by the drop work */
 	u64 rehomed;
 };
 
@@ -55,7 +66,12 @@ struct spw_member {
 	struct spw_group *group;
 	unsigned int idx;
 	struct socket *sock;		/* holds a reference on sock->file */
+	/* on sock->wq.wait while @hooked: how arrivals reach us */
+	struct wait_queue_entry wait;
+	struct hlist_node registry;	/* in spw_registry while registered */
 	u32 saved_backlog;		/* sk_max_ack_backlog before we raised it */
+	u32 raised_backlog;		/* what we set; 0: left as it was */
+	bool registered;
 	bool hooked;
 	/*
 	 * Connections in this listener's accept queue that the group has
@@ -87,6 +103,8 @@ struct spw_ring {
 	struct spw_ring_hdr *hdr;
 	struct spw_cqe *cqes;
 	size_t bytes;
+	struct page **pages;		/* backing @hdr, charged to the opener's memcg */
+	unsigned int nr_pages;
 	unsigned int nr_open;		/* ring files; under group->open_lock */
 	unsigned int dummy_head;	/* acct->khead while there is no hdr */
 
@@ -98,7 +116,12 @@ struct spw_group {
 	spinlock_t lock;
 	refcount_t ref;			/* group files + ring files */
 	struct mutex open_lock;
-	bool dying;			/* under lock: no more placements */
+	/*
+	 * Under lock: arrivals are placed. False until create succeeds (a
+	 * failed create disturbs no client) and again from teardown on.
+	 */
+	bool placing;
+	bool hold_drops;		/* under lock: create not finished */
 	unsigned int nr;
 	unsigned int entries;
 	unsigned int cursor;		/* where the next sibling scan starts */
@@ -114,12 +137,16 @@ struct spw_group {
 	struct spw_ring_acct *acct;	/* [nr], scanned by the policy */
 	struct spw_member *members;	/* [nr] */
 	struct spw_ring *rings;		/* [nr] */
-	struct work_struct drop_work;
+	/* resets drop_pending connections; re-armed after a transient error */
+	struct delayed_work drop_work;
 };
 
 /* spw_main.c */
-extern void (*spw_default_data_ready)(struct sock *sk);
 extern atomic_t spw_live_groups;
+int spw_registry_add(struct spw_member *m);
+void spw_registry_del(struct spw_member *m);
+int spw_anon_fd(const char *name, const struct file_operations *fops,
+		void *priv, int flags);
 
 /* spw_group.c */
 long spw_group_create(struct spw_group_create __user *uarg);
@@ -127,7 +154,6 @@ void spw_clock_now(const struct spw_group *g, struct spw_clock *c);
 bool spw_ring_steal_locked(struct spw_ring *r);
 void spw_group_put(struct spw_group *g);
 long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg);
-void spw_child_fixup(struct sock *sk);
 void spw_reconcile_locked(struct spw_member *m);
 void spw_token_retire_locked(struct spw_member *m);
 void spw_ring_rehome_locked(struct spw_ring *r);

@@ -2,21 +2,18 @@
 /*
  * spw_main.c - module init and the /dev/spillway control device.
  */
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/hashtable.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/net.h>
 #include <linux/sysfs.h>
+#include <linux/version.h>
 #include <net/net_namespace.h>
 #include <net/sock.h>
 
 #include "spw_internal.h"
-
-/*
- * The callback a fresh TCP socket has. sock_def_readable() is not
- * exported, so we read it off a kernel socket at load time. Only listeners
- * still using it are hooked, and every socket we touch gets it back.
- */
-void (*spw_default_data_ready)(struct sock *sk);
 
 /*
  * Groups allocated and not yet freed, readable (never writable) as
@@ -36,17 +33,69 @@ static const struct kernel_param_ops spw_live_groups_ops = {
 module_param_cb(live_groups, &spw_live_groups_ops, NULL, 0444);
 MODULE_PARM_DESC(live_groups, "groups currently allocated (read-only)");
 
-static int spw_capture_default_data_ready(void)
-{
-	struct socket *sock;
-	int err;
+/*
+ * Which sockets are members of a live group, so one socket never joins
+ * two (each would place tokens for the same accept queue). Keyed by the
+ * struct sock; the module writes nothing into the socket itself.
+ */
+static DEFINE_HASHTABLE(spw_registry, 8);
+static DEFINE_MUTEX(spw_registry_lock);
 
-	err = sock_create_kern(&init_net, AF_INET, SOCK_STREAM, IPPROTO_TCP, &sock);
-	if (err)
-		return err;
-	spw_default_data_ready = sock->sk->sk_data_ready;
-	sock_release(sock);
-	return 0;
+int spw_registry_add(struct spw_member *m)
+{
+	struct sock *sk = m->sock->sk;
+	struct spw_member *o;
+	int err = 0;
+
+	mutex_lock(&spw_registry_lock);
+	hash_for_each_possible(spw_registry, o, registry, (unsigned long)sk)
+		if (o->sock->sk == sk) {
+			err = -EBUSY;
+			goto out;
+		}
+	hash_add(spw_registry, &m->registry, (unsigned long)sk);
+	m->registered = true;
+out:
+	mutex_unlock(&spw_registry_lock);
+	return err;
+}
+
+void spw_registry_del(struct spw_member *m)
+{
+	if (!m->registered)
+		return;
+	mutex_lock(&spw_registry_lock);
+	hash_del(&m->registry);
+	m->registered = false;
+	mutex_unlock(&spw_registry_lock);
+}
+
+/*
+ * An fd for a new group or ring file on its own inode, so that security
+ * modules see and can label it (security_inode_init_security_anon()).
+ * The fd is installed when this returns: callers finish every step that
+ * can fail first.
+ */
+int spw_anon_fd(const char *name, const struct file_operations *fops,
+		void *priv, int flags)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+	struct file *file;
+	int fd;
+
+	fd = get_unused_fd_flags(flags);
+	if (fd < 0)
+		return fd;
+	file = anon_inode_create_getfile(name, fops, priv, flags, NULL);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
+	fd_install(fd, file);
+	return fd;
+#else
+	return anon_inode_getfd_secure(name, fops, priv, flags, NULL);
+#endif
 }
 
 static long spw_ctl_ioctl(struct file *file, unsigned int cmd,
@@ -93,9 +142,6 @@ static int __init spw_init(void)
 	int err;
 
 	spw_check_layout();
-	err = spw_capture_default_data_ready();
-	if (err)
-		return err;
 	err = misc_register(&spw_misc);
 	if (err)
 		return err;

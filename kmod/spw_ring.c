@@ -9,7 +9,6 @@
  * library's load-acquire; the head is read with READ_ONCE() and trusted
  * only as "slots in use", clamped to the ring size.
  */
-#include <linux/anon_inodes.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/hrtimer.h>
@@ -55,10 +54,54 @@ int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx)
 	return 0;
 }
 
+/* Shared memory of @r: zeroed pages charged to the caller's memory cgroup. */
+static struct spw_ring_hdr *spw_ring_mem_alloc(struct spw_ring *r, size_t bytes)
+{
+	/* NORETRY: past memory.max the open fails with -ENOMEM, no OOM kill */
+	const gfp_t gfp = GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN |
+			  __GFP_NORETRY;
+	unsigned int i, n = PAGE_ALIGN(bytes) >> PAGE_SHIFT;
+	struct page **pages;
+	void *va;
+
+	pages = kvcalloc(n, sizeof(*pages), GFP_KERNEL_ACCOUNT);
+	if (!pages)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		pages[i] = alloc_page(gfp);
+		if (!pages[i])
+			goto err_pages;
+	}
+	va = vmap(pages, n, VM_MAP, PAGE_KERNEL);
+	if (!va)
+		goto err_pages;
+	r->pages = pages;
+	r->nr_pages = n;
+	return va;
+
+err_pages:
+	while (i--)
+		__free_page(pages[i]);
+	kvfree(pages);
+	return NULL;
+}
+
+static void spw_ring_mem_free(struct spw_ring_hdr *hdr, struct page **pages,
+			      unsigned int n)
+{
+	if (!hdr)
+		return;
+	vunmap(hdr);
+	while (n--)
+		__free_page(pages[n]);
+	kvfree(pages);
+}
+
 void spw_ring_free(struct spw_ring *r)
 {
-	vfree(r->hdr);
+	spw_ring_mem_free(r->hdr, r->pages, r->nr_pages);
 	r->hdr = NULL;
+	r->pages = NULL;
 	kvfree(r->tokens);
 	r->tokens = NULL;
 }
@@ -123,7 +166,8 @@ static void spw_ring_token_done_locked(struct spw_ring *r, struct spw_member *m)
 /*
  * Hand one connection of member @origin to the caller. Returns 1 when a
  * CQE was written, 0 when the token was stale (someone accept()ed on the
- * listener directly), or -errno with the token put back.
+ * listener directly, or it stopped listening), or -errno with the token
+ * put back (out of fds or memory: the connection keeps its turn).
  */
 static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 {
@@ -143,7 +187,12 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 	err = kernel_accept(m->sock, &child, O_NONBLOCK);
 	if (err) {
 		put_unused_fd(fd);
-		if (err != -EAGAIN) {
+		/*
+		 * -EINVAL: the member is not listening (shutdown(), close by
+		 * its owner). Its queue was flushed with it; the token is as
+		 * stale as one whose connection was taken.
+		 */
+		if (err != -EAGAIN && err != -EINVAL) {
 			/* the connection, if any, stays queued for a retry */
 			spw_token_unget(r, origin);
 			return err;
@@ -154,7 +203,6 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 		spin_unlock_bh(&g->lock);
 		return 0;
 	}
-	spw_child_fixup(child->sk);
 
 	cqe = &r->cqes[a->ktail & (g->entries - 1)];
 	spw_cqe_fill_addrs(cqe, child);
@@ -276,10 +324,13 @@ static bool spw_ring_should_wake(struct spw_ring *r, unsigned int seq)
 	return spw_ring_has_tokens(r) || READ_ONCE(r->group->steal_seq) != seq;
 }
 
-static void spw_ring_wait(struct spw_ring *r, bool timed, ktime_t left)
+/*
+ * Sleep until spw_ring_should_wake(). @seq was read before the caller last
+ * looked for work, so a steal signalled since then wakes us at once.
+ */
+static void spw_ring_wait(struct spw_ring *r, unsigned int seq, bool timed,
+			  ktime_t left)
 {
-	unsigned int seq = READ_ONCE(r->group->steal_seq);
-
 	spw_ring_touch(r, 1);
 	if (timed)
 		wait_event_interruptible_hrtimeout(r->wq, spw_ring_should_wake(r, seq),
@@ -304,26 +355,28 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 	if (args.flags & SPW_ENTER_F_TIMEOUT) {
 		if (args.timeout_ns < 0)
 			return -EINVAL;
-		deadline = ktime_add_ns(ktime_get(), args.timeout_ns);
+		deadline = ktime_add_safe(ktime_get(), ns_to_ktime(args.timeout_ns));
 	}
 	/* more than the ring can hold would never be satisfied */
 	want = min(args.min_complete, r->group->entries);
 
 	spw_ring_touch(r, 0);
 	for (;;) {
+		unsigned int seq = READ_ONCE(r->group->steal_seq);
 		ktime_t left = 0;
 
 		ret = spw_ring_post(r, args.accept_flags);
 		if (ret < 0 || ret >= want)
 			return ret;
+		/* restartable like other waits; -EINTR where it is not restarted */
 		if (signal_pending(current))
-			return ret ?: -EINTR;
+			return ret ?: -ERESTARTSYS;
 		if (args.flags & SPW_ENTER_F_TIMEOUT) {
 			left = ktime_sub(deadline, ktime_get());
 			if (ktime_to_ns(left) <= 0)
 				return ret ?: -ETIME;
 		}
-		spw_ring_wait(r, args.flags & SPW_ENTER_F_TIMEOUT, left);
+		spw_ring_wait(r, seq, args.flags & SPW_ENTER_F_TIMEOUT, left);
 	}
 }
 
@@ -360,7 +413,8 @@ static int spw_ring_mmap(struct file *file, struct vm_area_struct *vma)
 
 	if (vma->vm_pgoff || vma->vm_end - vma->vm_start > PAGE_ALIGN(r->bytes))
 		return -EINVAL;
-	return remap_vmalloc_range(vma, r->hdr, 0);
+	/* the pages live until the last ring file is released, after munmap */
+	return vm_map_pages(vma, r->pages, r->nr_pages);
 }
 
 /* First open: fresh shared memory, and the ring takes work again. */
@@ -372,7 +426,7 @@ static int spw_ring_activate(struct spw_ring *r)
 
 	lockdep_assert_held(&g->open_lock);
 	r->bytes = SPW_CQES_OFFSET + (size_t)g->entries * sizeof(struct spw_cqe);
-	hdr = vmalloc_user(PAGE_ALIGN(r->bytes));
+	hdr = spw_ring_mem_alloc(r, r->bytes);
 	if (!hdr)
 		return -ENOMEM;
 	hdr->ring_mask = g->entries - 1;
@@ -405,6 +459,7 @@ static void spw_ring_deactivate(struct spw_ring *r, bool rehome)
 	struct spw_group *g = r->group;
 	struct spw_ring_acct *a = spw_acct(r);
 	struct spw_ring_hdr *hdr;
+	struct page **pages;
 
 	lockdep_assert_held(&g->open_lock);
 	spin_lock_bh(&g->lock);
@@ -420,10 +475,12 @@ static void spw_ring_deactivate(struct spw_ring *r, bool rehome)
 	a->khead = &r->dummy_head;
 	a->ktail = 0;
 	hdr = r->hdr;
+	pages = r->pages;
 	r->hdr = NULL;
+	r->pages = NULL;
 	r->cqes = NULL;
 	spin_unlock_bh(&g->lock);
-	vfree(hdr);
+	spw_ring_mem_free(hdr, pages, r->nr_pages);
 }
 
 /* Drop one opener of @r and its group reference. */
@@ -449,7 +506,6 @@ long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg)
 {
 	struct spw_ring_open args;
 	struct spw_ring *r;
-	struct file *file;
 	int fd, err, i;
 
 	if (copy_from_user(&args, uarg, sizeof(args)))
@@ -463,44 +519,32 @@ long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg)
 		return -EINVAL;
 	r = &g->rings[args.member];
 
-	fd = get_unused_fd_flags(O_RDWR |
-				 (args.flags & SPW_RING_OPEN_F_CLOEXEC ? O_CLOEXEC : 0));
-	if (fd < 0)
-		return fd;
-
 	mutex_lock(&g->open_lock);
 	if (!r->nr_open) {
 		err = spw_ring_activate(r);
-		if (err)
-			goto err_unlock;
+		if (err) {
+			mutex_unlock(&g->open_lock);
+			return err;
+		}
 	}
 	r->nr_open++;
 	refcount_inc(&g->ref);
 	mutex_unlock(&g->open_lock);
 
-	file = anon_inode_getfile("[spillway-ring]", &spw_ring_fops, r, O_RDWR);
-	if (IS_ERR(file)) {
-		err = PTR_ERR(file);
-		spw_ring_close(r);
-		goto err_fd;
-	}
+	/* every step that can fail comes before the fd is installed */
 	args.ring_entries = g->entries;
 	args.nr_members = g->nr;
 	args.ring_bytes = r->bytes;
 	args.cqes_offset = SPW_CQES_OFFSET;
 	if (copy_to_user(uarg, &args, sizeof(args))) {
-		fput(file);
-		put_unused_fd(fd);
+		spw_ring_close(r);
 		return -EFAULT;
 	}
-	fd_install(fd, file);
+	fd = spw_anon_fd("[spillway-ring]", &spw_ring_fops, r,
+			 O_RDWR | (args.flags & SPW_RING_OPEN_F_CLOEXEC ? O_CLOEXEC : 0));
+	if (fd < 0)
+		spw_ring_close(r);
 	return fd;
-
-err_unlock:
-	mutex_unlock(&g->open_lock);
-err_fd:
-	put_unused_fd(fd);
-	return err;
 }
 
 static const struct file_operations spw_ring_fops = {

@@ -126,7 +126,13 @@ struct spw_group_stats {
 	__u32	resv;		/* must be zero */
 	struct spw_member_stats total;	/* out: sums over members */
 	__u64	stale;		/* out: tokens whose accept found nothing */
-	__u64	resv2[3];	/* out: zero */
+	/*
+	 * out: drops decided, not yet carried out. While the group lives,
+	 * total.arrived == total.delivered + total.dropped + stale +
+	 * total.pending + dropping (docs/operations.md).
+	 */
+	__u64	dropping;
+	__u64	resv2[2];	/* out: written as zero */
 };
 
 /*
