@@ -1,0 +1,760 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_trust: what a careful operator needs before loading the module.
+ * Each test reproduces one defect a review found (issue 7) and fails on
+ * the module as it was before the fix:
+ *   - other waiters on a member (poll, a blocking accept()) are woken
+ *     while the group lives, and connections queued at teardown reach a
+ *     waiter already asleep in accept();
+ *   - a member may sit in a REUSEPORT_SOCKARRAY map (sk_user_data is not
+ *     ours to take);
+ *   - registration raises a listener's backlog no further than
+ *     net.core.somaxconn, and a later listen() by the owner survives the
+ *     group's close;
+ *   - a member that stops listening retires its tokens and wedges nothing;
+ *   - only the socket's owner (or CAP_NET_ADMIN) may register it;
+ *   - ring memory is charged to the opener's memory cgroup;
+ *   - a failed create disturbs no client;
+ *   - a burst far larger than the rings is reset promptly and counted.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+struct delayed_connect {
+	uint16_t port;
+	int delay_ms;
+	unsigned n;
+	int fds[64];
+};
+
+static void *connect_later(void *arg)
+{
+	struct delayed_connect *d = arg;
+
+	usleep(d->delay_ms * 1000);
+	for (unsigned i = 0; i < d->n; i++)
+		d->fds[i] = t_connect_id(d->port, i);
+	return NULL;
+}
+
+static void close_all(int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/*
+ * poll() re-checks readiness at its timeout, so "returned 1" proves
+ * nothing: the return must come soon after the arrival, long before the
+ * timeout.
+ */
+Test(waiters, poll_on_member_wakes_at_arrival, .timeout = 30)
+{
+	int lfd = t_listener(AF_INET, 0, false, 16);
+	int gfd = t_group(&lfd, 1, 8);
+	struct delayed_connect d = { .port = t_port(lfd), .delay_ms = 400, .n = 1 };
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+	pthread_t th;
+	long t0, took;
+
+	t0 = t_now_ms();
+	pthread_create(&th, NULL, connect_later, &d);
+	cr_assert_eq(poll(&p, 1, 3000), 1);
+	took = t_now_ms() - t0;
+	pthread_join(th, NULL);
+	cr_expect_lt(took, 2000, "poll returned after %ld ms (arrival at 400 ms)", took);
+	close_all(d.fds, d.n);
+	close(gfd);
+	close(lfd);
+}
+
+static void set_rcvtimeo(int fd, int ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+
+	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+}
+
+Test(waiters, blocking_accept_on_member_wakes_at_arrival, .timeout = 30)
+{
+	int lfd = t_listener(AF_INET, 0, false, 16);
+	int gfd = t_group(&lfd, 1, 8);
+	struct delayed_connect d = { .port = t_port(lfd), .delay_ms = 400, .n = 1 };
+	pthread_t th;
+	long t0, took;
+	int afd;
+
+	set_rcvtimeo(lfd, 3000);	/* accept() honours SO_RCVTIMEO */
+	t0 = t_now_ms();
+	pthread_create(&th, NULL, connect_later, &d);
+	afd = accept(lfd, NULL, NULL);
+	took = t_now_ms() - t0;
+	pthread_join(th, NULL);
+	cr_assert_geq(afd, 0, "accept: %s after %ld ms", strerror(errno), took);
+	cr_expect_lt(took, 2000, "accept returned after %ld ms (arrival at 400 ms)", took);
+	cr_expect_eq(t_read_id(afd), 0u);
+	close(afd);
+	close_all(d.fds, d.n);
+	close(gfd);
+	close(lfd);
+}
+
+struct acceptor {
+	int lfd;
+	unsigned want, got;
+	long last_ms;
+};
+
+static void *accept_loop(void *arg)
+{
+	struct acceptor *a = arg;
+
+	while (a->got < a->want) {
+		int fd = accept(a->lfd, NULL, NULL);
+
+		if (fd < 0)
+			break;	/* SO_RCVTIMEO expired */
+		a->got++;
+		a->last_ms = t_now_ms();
+		close(fd);
+	}
+	return NULL;
+}
+
+/*
+ * A thread is asleep in accept() before anything arrives; connections
+ * arrive while the group lives (nobody consumes the ring) and the group
+ * then closes. Every connection reaches the sleeper, by the close at the
+ * latest.
+ */
+Test(waiters, queued_at_teardown_reach_a_sleeping_accept, .timeout = 30)
+{
+	enum { N = 6 };
+	int lfd = t_listener(AF_INET, 0, false, 16);
+	int gfd = t_group(&lfd, 1, 8);
+	struct acceptor a = { .lfd = lfd, .want = N };
+	int cfd[N];
+	pthread_t th;
+	long closed;
+
+	set_rcvtimeo(lfd, 4000);
+	pthread_create(&th, NULL, accept_loop, &a);
+	usleep(200 * 1000);
+	for (unsigned i = 0; i < N; i++)
+		cfd[i] = t_connect_id(t_port(lfd), i);
+	usleep(200 * 1000);
+	close(gfd);
+	closed = t_now_ms();
+	pthread_join(th, NULL);
+	cr_expect_eq(a.got, (unsigned)N, "the sleeping accept() got %u of %u", a.got, N);
+	cr_expect_lt(a.last_ms - closed, 1000, "last accept %ld ms after the close",
+		     a.last_ms - closed);
+	close_all(cfd, N);
+	close(lfd);
+}
+
+static int bpf_sys(int cmd, union bpf_attr *attr)
+{
+	return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
+}
+
+/* REUSEPORT_SOCKARRAY sets sk_user_data on its listeners: not ours to refuse. */
+Test(coexist, member_of_a_reuseport_sockarray_joins_a_group, .timeout = 30)
+{
+	union bpf_attr attr;
+	int lfd[2], cfd[4], gfd, map;
+	struct spw_ring ring[2];
+	unsigned got = 0;
+
+	t_listeners(lfd, 2, true, 16);
+	memset(&attr, 0, sizeof(attr));
+	attr.map_type = BPF_MAP_TYPE_REUSEPORT_SOCKARRAY;
+	attr.key_size = 4;
+	attr.value_size = 8;
+	attr.max_entries = 2;
+	map = bpf_sys(BPF_MAP_CREATE, &attr);
+	if (map < 0)
+		cr_skip_test("no REUSEPORT_SOCKARRAY here: %s", strerror(errno));
+	for (uint32_t k = 0; k < 2; k++) {
+		uint64_t v = lfd[k];
+
+		memset(&attr, 0, sizeof(attr));
+		attr.map_fd = map;
+		attr.key = (uintptr_t)&k;
+		attr.value = (uintptr_t)&v;
+		cr_assert_eq(bpf_sys(BPF_MAP_UPDATE_ELEM, &attr), 0, "map update: %s",
+			     strerror(errno));
+	}
+	gfd = spw_group_create(lfd, 2, &(struct spw_group_params){
+		.ring_entries = 8, .stall_ms = SPW_STALL_OFF });
+	cr_assert_geq(gfd, 0, "a sockarray member cannot join: %s", strerror(-gfd));
+	for (unsigned i = 0; i < 2; i++)
+		t_ring(&ring[i], gfd, i);
+	for (unsigned i = 0; i < 4; i++)
+		cfd[i] = t_connect_id(t_port(lfd[0]), i);
+	got = t_reap(&ring[0], 4, 3000, NULL);
+	got += t_reap(&ring[1], 4 - got, 1000, NULL);
+	cr_expect_eq(got, 4u);
+	close_all(cfd, 4);
+	for (unsigned i = 0; i < 2; i++) {
+		spw_ring_exit(&ring[i]);
+		close(lfd[i]);
+	}
+	close(gfd);
+	close(map);
+}
+
+static unsigned max_ack_backlog(int lfd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	/* on a listener, tcpi_sacked is sk_max_ack_backlog */
+	cr_assert_eq(getsockopt(lfd, IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+	return ti.tcpi_sacked;
+}
+
+static unsigned read_uint(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	unsigned v = 0;
+
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	cr_assert_eq(fscanf(f, "%u", &v), 1);
+	fclose(f);
+	return v;
+}
+
+/*
+ * sk_max_ack_backlog also bounds the SYN queue, where SYN cookies start:
+ * registration may raise it no further than the owner could (somaxconn).
+ */
+Test(backlog, raise_stops_at_somaxconn_and_owner_listen_wins, .timeout = 60)
+{
+	enum { M = 8 };
+	unsigned somaxconn = read_uint("/proc/sys/net/core/somaxconn");
+	int lfd[M], gfd;
+
+	t_listeners(lfd, M, true, 16);
+	gfd = spw_group_create(lfd, M, &(struct spw_group_params){
+		.ring_entries = 32768, .stall_ms = SPW_STALL_OFF });
+	cr_assert_geq(gfd, 0, "create: %s", strerror(-gfd));
+	for (unsigned i = 0; i < M; i++) {
+		unsigned b = max_ack_backlog(lfd[i]);
+
+		cr_expect_leq(b, somaxconn, "member %u: backlog %u > somaxconn %u",
+			      i, b, somaxconn);
+		cr_expect_geq(b, 16u, "member %u: backlog %u lowered", i, b);
+	}
+	/* the owner changes its mind while the group lives; that sticks */
+	cr_assert_eq(listen(lfd[0], 100), 0);
+	close(gfd);
+	cr_expect_eq(max_ack_backlog(lfd[0]), 100u, "owner's listen() clobbered");
+	for (unsigned i = 1; i < M; i++)
+		cr_expect_eq(max_ack_backlog(lfd[i]), 16u, "member %u not restored", i);
+	close_all(lfd, M);
+}
+
+static int enter_nowait(struct spw_ring *r)
+{
+	return spw_enter(r, 0, NULL);
+}
+
+/*
+ * shutdown(SHUT_RD) on a listener (a common drain pattern) stops it
+ * listening and flushes its queue: its tokens must retire, and the other
+ * member keeps flowing with no enter failing.
+ */
+Test(drain, member_that_stops_listening_wedges_nothing, .timeout = 60)
+{
+	enum { Q = 8 };
+	int lfd[2], cfd[3 * Q], gfd, fails = 0;
+	struct spw_ring ring[2];
+	struct spw_member_stats ms[2];
+	unsigned got = 0;
+
+	t_listeners(lfd, 2, false, 64);
+	gfd = t_group(lfd, 2, 64);
+	for (unsigned i = 0; i < 2; i++)
+		t_ring(&ring[i], gfd, i);
+	for (unsigned i = 0; i < Q; i++) {
+		cfd[i] = t_connect_id(t_port(lfd[0]), i);
+		cfd[Q + i] = t_connect_id(t_port(lfd[1]), 100 + i);
+	}
+	for (long end = t_now_ms() + 3000; t_now_ms() < end; usleep(5000)) {
+		cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+		if (ms[0].arrived + ms[1].arrived == 2 * Q)
+			break;
+	}
+	cr_assert_eq(shutdown(lfd[0], SHUT_RD), 0);
+	for (unsigned i = 0; i < Q; i++)
+		cfd[2 * Q + i] = t_connect_id(t_port(lfd[1]), 200 + i);
+
+	for (long end = t_now_ms() + 1500; t_now_ms() < end && got < 2 * Q;) {
+		for (unsigned i = 0; i < 2; i++) {
+			int ret = enter_nowait(&ring[i]);
+			struct spw_cqe *cqe;
+			unsigned head, n = 0;
+
+			if (ret < 0)
+				fails++;
+			spw_for_each_cqe(&ring[i], head, cqe) {
+				close(cqe->fd);
+				n++;
+			}
+			spw_cq_advance(&ring[i], n);
+			got += n;
+		}
+		usleep(10000);
+	}
+	cr_expect_eq(fails, 0, "%d enters failed", fails);
+	cr_expect_eq(got, 2u * Q, "member 1's %u connections: got %u", 2 * Q, got);
+	cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+	cr_expect_eq(ms[0].pending + ms[1].pending, 0u, "tokens left behind");
+	close_all(cfd, 3 * Q);
+	for (unsigned i = 0; i < 2; i++) {
+		spw_ring_exit(&ring[i]);
+		close(lfd[i]);
+	}
+	close(gfd);
+}
+
+/* A listener created by root, registered by a process that became nobody. */
+Test(creds, only_the_owner_or_net_admin_registers, .timeout = 30)
+{
+	int lfd = t_listener(AF_INET, 0, false, 16);
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	if (!pid) {
+		int gfd, own, rc = 0;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(10);
+		gfd = spw_group_create(&lfd, 1, NULL);
+		if (gfd != -EPERM)
+			rc |= 1;	/* root's socket: refused */
+		if (gfd >= 0)
+			close(gfd);
+		own = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in sin = { .sin_family = AF_INET,
+					   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		if (bind(own, (void *)&sin, sizeof(sin)) || listen(own, 8))
+			_exit(11);
+		gfd = spw_group_create(&own, 1, NULL);
+		if (gfd < 0)
+			rc |= 2;	/* its own socket: fine */
+		else
+			close(gfd);
+		close(own);
+		_exit(rc);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status));
+	cr_expect_eq(WEXITSTATUS(status) & 1, 0, "nobody registered root's listener");
+	cr_expect_eq(WEXITSTATUS(status) & 2, 0, "nobody could not register its own");
+	cr_expect_lt(WEXITSTATUS(status), 10, "child set-up failed");
+	close(lfd);
+}
+
+static long cg_read(const char *cg, const char *file)
+{
+	char path[256];
+	FILE *f;
+	long v = -1;
+
+	snprintf(path, sizeof(path), "%s/%s", cg, file);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+static int cg_write(const char *cg, const char *file, const char *val)
+{
+	char path[256];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/%s", cg, file);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, strlen(val));
+	close(fd);
+	return n < 0 ? -errno : 0;
+}
+
+/*
+ * A 32768-entry ring maps 2.6 MB. Its memory is the opener's: charged to
+ * the opener's memory cgroup, and past memory.max ring opens fail with
+ * -ENOMEM while the rest of the machine is untouched.
+ */
+Test(memcg, ring_memory_is_charged_and_limited, .timeout = 60)
+{
+	char cg[128], pidbuf[32];
+	int lfd[4], status;
+	pid_t pid;
+
+	if (access("/sys/fs/cgroup/cgroup.controllers", R_OK))
+		cr_skip_test("no cgroup v2 here");
+	cg_write("/sys/fs/cgroup", "cgroup.subtree_control", "+memory");
+	snprintf(cg, sizeof(cg), "/sys/fs/cgroup/spw-memcg-%d", getpid());
+	cr_assert(!mkdir(cg, 0755) || errno == EEXIST, "mkdir %s: %s", cg, strerror(errno));
+	if (cg_read(cg, "memory.current") < 0)
+		cr_skip_test("no memory controller here");
+	cr_assert_eq(cg_write(cg, "memory.max", "16M"), 0);
+	t_listeners(lfd, 4, true, 16);
+
+	pid = fork();
+	if (!pid) {
+		int gfd, rfd[4], rc = 0, opened = 0;
+		long before, after;
+
+		snprintf(pidbuf, sizeof(pidbuf), "%d", getpid());
+		if (cg_write(cg, "cgroup.procs", pidbuf))
+			_exit(20);
+		gfd = spw_group_create(lfd, 4, &(struct spw_group_params){
+			.ring_entries = 32768, .stall_ms = SPW_STALL_OFF });
+		if (gfd < 0)
+			_exit(21);
+		before = cg_read(cg, "memory.current");
+		rfd[0] = spw_ring_open(gfd, 0);
+		after = cg_read(cg, "memory.current");
+		if (rfd[0] < 0)
+			_exit(22);
+		opened = 1;
+		/* the ring's pages (2.6 MB) are the opener's */
+		if (after - before < 2 * 1024 * 1024)
+			rc |= 1;
+		/* lower the limit to what is used: the next ring cannot fit */
+		snprintf(pidbuf, sizeof(pidbuf), "%ld", after + 512 * 1024);
+		if (cg_write(cg, "memory.max", pidbuf))
+			_exit(23);
+		for (int i = 1; i < 4; i++) {
+			rfd[i] = spw_ring_open(gfd, i);
+			if (rfd[i] >= 0)
+				opened++;
+			else if (rfd[i] != -ENOMEM)
+				rc |= 4;
+		}
+		if (opened == 4)
+			rc |= 2;	/* nothing was refused */
+		_exit(rc);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "child died (signal %d): OOM-killed?",
+		  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	cr_expect_lt(WEXITSTATUS(status), 20, "child set-up step %d failed",
+		     WEXITSTATUS(status));
+	cr_expect_eq(WEXITSTATUS(status) & 1, 0, "ring memory not charged to the memcg");
+	cr_expect_eq(WEXITSTATUS(status) & 2, 0, "rings opened past memory.max");
+	cr_expect_eq(WEXITSTATUS(status) & 4, 0, "a refused open was not -ENOMEM");
+	close_all(lfd, 4);
+	rmdir(cg);
+}
+
+struct flood {
+	uint16_t port;
+	volatile int stop;
+	unsigned made, reset;
+	int fds[512];
+};
+
+static void *flood_connect(void *arg)
+{
+	struct flood *f = arg;
+
+	while (!f->stop && f->made < 512) {
+		f->fds[f->made++] = t_connect(AF_INET, f->port);
+		usleep(500);
+	}
+	return NULL;
+}
+
+/*
+ * Create fails after the first member is hooked (the second is already
+ * in a group): connections arriving in that window must not be placed,
+ * let alone reset by the failed group's teardown.
+ */
+Test(create, failed_create_resets_nobody, .timeout = 60)
+{
+	int lfd[2], other, busy_gfd, fails = 0;
+	struct flood f = { 0 };
+	pthread_t th;
+
+	lfd[0] = t_listener(AF_INET, 0, false, 4096);
+	lfd[1] = t_listener(AF_INET, 0, false, 16);
+	other = lfd[1];
+	busy_gfd = t_group(&other, 1, 1);	/* lfd[1] is taken */
+	/* more queued on lfd[0] than two 1-entry rings hold: drops if placed */
+	for (unsigned i = 0; i < 8; i++)
+		f.fds[f.made++] = t_connect(AF_INET, t_port(lfd[0]));
+	f.port = t_port(lfd[0]);
+	pthread_create(&th, NULL, flood_connect, &f);
+	for (long end = t_now_ms() + 3000; t_now_ms() < end;) {
+		int gfd = spw_group_create(lfd, 2, &(struct spw_group_params){
+			.ring_entries = 1, .stall_ms = SPW_STALL_OFF });
+
+		cr_assert_eq(gfd, -EBUSY, "create: %d", gfd);
+		fails++;
+	}
+	f.stop = 1;
+	pthread_join(th, NULL);
+	for (unsigned i = 0; i < f.made; i++)
+		if (t_was_reset(f.fds[i], 0))
+			f.reset++;
+	cr_expect_eq(f.reset, 0u, "%u of %u clients reset by %d failed creates",
+		     f.reset, f.made, fails);
+	/* and plain accept() still has every one of them */
+	int fl = fcntl(lfd[0], F_GETFL);
+
+	fcntl(lfd[0], F_SETFL, fl | O_NONBLOCK);
+	unsigned accepted = 0;
+
+	for (int fd; (fd = accept(lfd[0], NULL, NULL)) >= 0; accepted++)
+		close(fd);
+	cr_expect_eq(accepted, f.made - f.reset);
+	close_all(f.fds, f.made);
+	close(busy_gfd);
+	close_all(lfd, 2);
+}
+
+struct burst {
+	uint16_t port;
+	unsigned n, resets, made;
+	long worst_ms;
+	int fds[400];
+};
+
+static void *burst_connect(void *arg)
+{
+	struct burst *b = arg;
+
+	for (unsigned i = 0; i < b->n; i++) {
+		int fd = t_try_connect(b->port);
+
+		b->fds[b->made++] = fd;
+	}
+	return NULL;
+}
+
+/*
+ * Nobody consumes; a burst 50 times the group's capacity arrives. Every
+ * connection beyond the capacity is reset (counted as dropped) promptly
+ * and the survivors are still served. Each drop is O(1): kernel_accept()
+ * of one connection, no walk of the accept queue.
+ */
+Test(drop, burst_far_beyond_the_rings, .timeout = 120)
+{
+	enum { M = 2, E = 4, CAP = M * E, PER = 200, THREADS = 2 };
+	int lfd[M], gfd;
+	struct spw_ring ring[M];
+	struct spw_member_stats ms[M];
+	struct burst b[THREADS];
+	pthread_t th[THREADS];
+	unsigned resets = 0, alive = 0, got = 0;
+	struct rlimit rl = { 4096, 4096 };
+
+	setrlimit(RLIMIT_NOFILE, &rl);
+	t_listeners(lfd, M, true, 16);
+	gfd = t_group(lfd, M, E);
+	for (unsigned i = 0; i < M; i++)
+		t_ring(&ring[i], gfd, i);
+	for (unsigned t = 0; t < THREADS; t++) {
+		memset(&b[t], 0, sizeof(b[t]));
+		b[t].port = t_port(lfd[0]);
+		b[t].n = PER;
+		pthread_create(&th[t], NULL, burst_connect, &b[t]);
+	}
+	for (unsigned t = 0; t < THREADS; t++)
+		pthread_join(th[t], NULL);
+	/*
+	 * Every connection is either reset within 2 s or still alive. A
+	 * reset reads as ECONNRESET once (then EOF), so each fd is checked
+	 * until it is seen reset, never again after.
+	 */
+	static bool dead[THREADS][PER];
+
+	for (long end = t_now_ms() + 2000;;) {
+		for (unsigned t = 0; t < THREADS; t++)
+			for (unsigned i = 0; i < b[t].made; i++)
+				if (!dead[t][i] &&
+				    (b[t].fds[i] < 0 || t_was_reset(b[t].fds[i], 0))) {
+					dead[t][i] = true;
+					resets++;
+				}
+		if (resets >= THREADS * PER - CAP || t_now_ms() > end)
+			break;
+		usleep(20000);
+	}
+	alive = THREADS * PER - resets;
+	cr_expect_eq(alive, (unsigned)CAP, "%u alive, rings hold %u", alive, CAP);
+	cr_assert_eq(spw_group_stats(gfd, ms, M), M);
+	cr_expect_eq(ms[0].dropped + ms[1].dropped, resets, "dropped %llu+%llu, reset %u",
+		     (unsigned long long)ms[0].dropped, (unsigned long long)ms[1].dropped,
+		     resets);
+	for (unsigned i = 0; i < M; i++)
+		got += t_reap(&ring[i], E, 3000, NULL);
+	cr_expect_eq(got, (unsigned)CAP, "survivors served: %u of %u", got, CAP);
+	for (unsigned t = 0; t < THREADS; t++)
+		for (unsigned i = 0; i < b[t].made; i++)
+			if (b[t].fds[i] >= 0)
+				close(b[t].fds[i]);
+	for (unsigned i = 0; i < M; i++) {
+		spw_ring_exit(&ring[i]);
+		close(lfd[i]);
+	}
+	close(gfd);
+}
+
+static uint16_t csum16(const void *data, size_t len, uint32_t sum)
+{
+	const uint8_t *p = data;
+
+	for (; len > 1; len -= 2, p += 2)
+		sum += (p[0] << 8) | p[1];
+	if (len)
+		sum += p[0] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* One bare SYN from @src:@sport to 127.0.0.1:@dport through a raw socket. */
+static void send_syn(int raw, uint32_t src, uint16_t sport, uint16_t dport)
+{
+	struct {
+		struct iphdr ip;
+		struct tcphdr tcp;
+	} pkt;
+	struct {
+		uint32_t src, dst;
+		uint8_t zero, proto;
+		uint16_t len;
+		struct tcphdr tcp;
+	} ph;
+	struct sockaddr_in to = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.ip.version = 4;
+	pkt.ip.ihl = 5;
+	pkt.ip.ttl = 64;
+	pkt.ip.protocol = IPPROTO_TCP;
+	pkt.ip.tot_len = htons(sizeof(pkt));
+	pkt.ip.saddr = htonl(src);
+	pkt.ip.daddr = htonl(INADDR_LOOPBACK);
+	pkt.tcp.source = htons(sport);
+	pkt.tcp.dest = htons(dport);
+	pkt.tcp.seq = htonl(0x1000 + sport);
+	pkt.tcp.doff = 5;
+	pkt.tcp.syn = 1;
+	pkt.tcp.window = htons(65535);
+	memset(&ph, 0, sizeof(ph));
+	ph.src = pkt.ip.saddr;
+	ph.dst = pkt.ip.daddr;
+	ph.proto = IPPROTO_TCP;
+	ph.len = htons(sizeof(pkt.tcp));
+	ph.tcp = pkt.tcp;
+	pkt.tcp.check = htons(csum16(&ph, sizeof(ph), 0));
+	pkt.ip.check = htons(csum16(&pkt.ip, sizeof(pkt.ip), 0));
+	cr_assert_eq(sendto(raw, &pkt, sizeof(pkt), 0, (void *)&to, sizeof(to)),
+		     (ssize_t)sizeof(pkt), "sendto: %s", strerror(errno));
+}
+
+static long netstat_counter(const char *name)
+{
+	char keys[4096], vals[4096];
+	FILE *f = fopen("/proc/net/netstat", "r");
+	long v = -1;
+
+	cr_assert_not_null(f);
+	while (fgets(keys, sizeof(keys), f) && fgets(vals, sizeof(vals), f)) {
+		char *ks, *vs, *k = strtok_r(keys, " \n", &ks), *x = strtok_r(vals, " \n", &vs);
+
+		for (; k && x; k = strtok_r(NULL, " \n", &ks), x = strtok_r(NULL, " \n", &vs))
+			if (!strcmp(k, name))
+				v = atol(x);
+	}
+	fclose(f);
+	return v;
+}
+
+/* Request socks (SYN_RECV) for local port @port, from /proc/net/tcp. */
+static unsigned syn_recv_count(uint16_t port)
+{
+	char line[512];
+	unsigned n = 0, lport, st;
+	FILE *f = fopen("/proc/net/tcp", "r");
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, " %*u: %*x:%x %*x:%*x %x", &lport, &st) == 2 &&
+		    lport == port && st == 3)
+			n++;
+	fclose(f);
+	return n;
+}
+
+/*
+ * A SYN flood against a member: SYN cookies start where the owner's
+ * backlog (at most somaxconn) says, not members x entries later. The flood
+ * comes from 192.0.2.0/24 (TEST-NET-1) through a raw socket; a dummy
+ * device inside the guest swallows the SYN-ACKs, so nothing answers them
+ * and nothing leaves the guest.
+ */
+Test(backlog, syn_cookies_start_where_the_owner_said, .timeout = 120)
+{
+	enum { M = 2, SYNS = 6000 };
+	unsigned somaxconn = read_uint("/proc/sys/net/core/somaxconn");
+	int lfd[M], gfd, raw;
+	long cookies0, cookies1;
+	unsigned queued;
+
+	if (system("ip link add spwdummy0 type dummy 2>/dev/null && "
+		   "ip link set spwdummy0 up && ip route add 192.0.2.0/24 dev spwdummy0"))
+		cr_skip_test("no dummy device to swallow SYN-ACKs");
+	cr_assert_leq(somaxconn, (unsigned)SYNS - 1000, "somaxconn %u too big", somaxconn);
+	t_listeners(lfd, M, false, 16);
+	gfd = spw_group_create(lfd, M, &(struct spw_group_params){
+		.ring_entries = 32768, .stall_ms = SPW_STALL_OFF });
+	cr_assert_geq(gfd, 0);
+	raw = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+	cr_assert_geq(raw, 0, "raw socket: %s", strerror(errno));
+	cookies0 = netstat_counter("SyncookiesSent");
+	for (unsigned i = 0; i < SYNS; i++)
+		send_syn(raw, 0xc0000200 | (1 + i % 250), 1024 + i, t_port(lfd[0]));
+	usleep(300 * 1000);
+	cookies1 = netstat_counter("SyncookiesSent");
+	queued = syn_recv_count(t_port(lfd[0]));
+	cr_expect_leq(queued, somaxconn, "%u request socks queued, somaxconn %u",
+		      queued, somaxconn);
+	cr_expect_gt(cookies1 - cookies0, 0, "no SYN cookies after %u SYNs (%u queued)",
+		     SYNS, queued);
+	close(raw);
+	close(gfd);
+	close_all(lfd, M);
+	system("ip link del spwdummy0 2>/dev/null");
+}
