@@ -89,6 +89,12 @@ struct shared {
 	volatile int cur_op[MAX_PROCS];		/* what it is doing: for hang reports */
 	uint64_t count[MAX_PROCS][NOPS];
 	uint64_t ok[MAX_PROCS][NOPS];		/* of those, the ones that did something */
+	/*
+	 * Observed, not asserted: the stats identity (see spw-soak.c)
+	 * arrived - (delivered + dropped + stale + pending) per snapshot.
+	 */
+	uint64_t id_checked, id_off;
+	int64_t id_min, id_max;
 	volatile int watchdog_fired;
 };
 
@@ -599,6 +605,20 @@ static void op_stats(void)
 	if (chance(3))
 		st.resv = rnd_u32();
 	op_ok = ioctl(fd, SPW_IOC_GROUP_STATS, chance(2) ? (void *)0x10 : &st) >= 0;
+	if (op_ok) {
+		const struct spw_member_stats *t = &st.total;
+		int64_t d = (int64_t)t->arrived -
+			    (int64_t)(t->delivered + t->dropped + st.stale + t->pending);
+
+		__atomic_fetch_add(&sh->id_checked, 1, __ATOMIC_RELAXED);
+		if (d) {
+			__atomic_fetch_add(&sh->id_off, 1, __ATOMIC_RELAXED);
+			if (d < __atomic_load_n(&sh->id_min, __ATOMIC_RELAXED))
+				__atomic_store_n(&sh->id_min, d, __ATOMIC_RELAXED);
+			if (d > __atomic_load_n(&sh->id_max, __ATOMIC_RELAXED))
+				__atomic_store_n(&sh->id_max, d, __ATOMIC_RELAXED);
+		}
+	}
 }
 
 static void op_close(void)
@@ -1110,6 +1130,9 @@ int main(int argc, char **argv)
 		sum += total[i];
 	}
 	printf("\nspw-fuzz: total ops=%" PRIu64 " respawns=%u hangs=%u\n", sum, respawns, hangs);
+	printf("spw-fuzz: stats identity arrived-(delivered+dropped+stale+pending): %" PRIu64
+	       " snapshots, %" PRIu64 " off (min %" PRId64 ", max %" PRId64 ") [observed, not asserted]\n",
+	       sh->id_checked, sh->id_off, sh->id_min, sh->id_max);
 	printf("seed=%" PRIu64 "\n", seed);
 	if (hangs || sh->watchdog_fired) {
 		printf("spw-fuzz: FAIL: a process hung (see above); reproduce with --seed %" PRIu64 "\n", seed);
