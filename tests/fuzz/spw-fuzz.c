@@ -1131,7 +1131,8 @@ int main(int argc, char **argv)
 	}
 	printf("\nspw-fuzz: total ops=%" PRIu64 " respawns=%u hangs=%u\n", sum, respawns, hangs);
 	printf("spw-fuzz: stats identity arrived-(delivered+dropped+stale+pending): %" PRIu64
-	       " snapshots, %" PRIu64 " off (min %" PRId64 ", max %" PRId64 ") [observed, not asserted]\n",
+	       " snapshots, %" PRIu64 " off (min %" PRId64 ", max %" PRId64 ") [observed, not asserted;"
+	       " below 0: drops that found no connection, counted in dropped and stale]\n",
 	       sh->id_checked, sh->id_off, sh->id_min, sh->id_max);
 	printf("seed=%" PRIu64 "\n", seed);
 	if (hangs || sh->watchdog_fired) {

@@ -31,6 +31,14 @@
  *    are already in @delivered: it holds only when every ring is drained,
  *    which the check after the workers exit (just before close) verifies.
  *    Also: total.spilled_out == total.spilled_in.
+ *
+ *    One path breaks the identity, and the soak never takes it: a drop
+ *    is counted in @dropped when it is decided (spw_route_locked), and
+ *    when spw_drop_work() then finds no connection to reset (a plain
+ *    accept() took it first, or the listener was shut down) it also
+ *    counts @stale. Each such drop makes the right side one too large:
+ *    arrived == delivered + dropped + stale + pending - failed_drops.
+ *    (probe-drop-stale reproduces it; spw-fuzz observes it.)
  *    --report-only prints a violation instead of failing on it.
  *
  * Exit status: 0, 1 when an invariant breaks, 64 on usage errors.
