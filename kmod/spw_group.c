@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * spw_group.c - accept groups: registration, the arrival hook, placement
+ * spw_group.c - accept groups: registration, learning of arrivals, placement
  * of connections on rings, drops, teardown and counters.
  *
  * Data path (token model): when a child socket joins member L's accept
@@ -18,7 +18,6 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/nsproxy.h>
-#include <linux/rcupdate.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/tcp.h>
@@ -255,34 +254,12 @@ static int spw_member_wake(struct wait_queue_entry *wait, unsigned int mode,
 }
 
 /*
- * Reset one connection of @m's accept queue: the oldest waiting one, which
- * kernel_accept() takes in O(1) (the queue is singly linked: removing the
- * newest would walk it). Tokens name a listener, not a connection, so
- * which connection goes changes no count; see docs/architecture.md.
- * Returns 0, -EAGAIN/-EINVAL when there is nothing to reset (someone else
- * accepted it, or the listener stopped listening), or another -errno when
- * it may work later.
- */
-static int spw_drop_one(struct spw_member *m)
-{
-	struct socket *child;
-	int err;
-
-	err = kernel_accept(m->sock, &child, O_NONBLOCK);
-	if (err)
-		return err;
-	/* linger 0: close sends RST, the client learns now, not at a timeout */
-	sock_no_linger(child->sk);
-	spin_lock_bh(&m->group->lock);
-	m->st.dropped++;
-	spin_unlock_bh(&m->group->lock);
-	sock_release(child);
-	return 0;
-}
-
-/*
  * Reset connections the policy could not place anywhere. Process context;
- * O(1) per drop, no lock held across the accept.
+ * O(1) per drop: kernel_accept() takes the member's oldest waiting
+ * connection (the queue is singly linked: removing the newest would walk
+ * it). Tokens name a listener, not a connection, so which connection goes
+ * changes no count; see docs/architecture.md. No lock is held across the
+ * accept; the counters move in one locked step so they always balance.
  */
 static void spw_drop_work(struct work_struct *work)
 {
@@ -300,10 +277,17 @@ static void spw_drop_work(struct work_struct *work)
 		spin_unlock_bh(&g->lock);
 
 		while (n--) {
-			int err = spw_drop_one(m);
+			struct socket *child = NULL;
+			int err;
 
+			err = kernel_accept(m->sock, &child, O_NONBLOCK);
+			/*
+			 * -EAGAIN: someone accepted it; -EINVAL: the member
+			 * stopped listening and its queue went with it. Any
+			 * other error (memory, files) leaves the connection
+			 * queued: try again later.
+			 */
 			if (err && err != -EAGAIN && err != -EINVAL) {
-				/* out of memory or files: the connection stays; later */
 				retry = true;
 				break;
 			}
@@ -311,8 +295,15 @@ static void spw_drop_work(struct work_struct *work)
 			m->drop_pending--;
 			if (err)
 				g->stale++;
+			else
+				m->st.dropped++;
 			spw_token_retire_locked(m);
 			spin_unlock_bh(&g->lock);
+			if (child) {
+				/* linger 0: close sends RST, the client learns now */
+				sock_no_linger(child->sk);
+				sock_release(child);
+			}
 		}
 	}
 	if (retry)

@@ -18,27 +18,20 @@
  *    refused, or closed without an answer by a worker that was killed
  *    (counted as eof); none is still open after its 5 s deadline (hung);
  *  - per generation, the group's counters balance. The module counts each
- *    connection it places once in @arrived and retires it, under the group
- *    lock, into exactly one of @delivered (a CQE), @dropped (reset, or its
- *    socket could not get a file), @stale (its accept found nothing) or
- *    keeps it in @pending (a token on a ring FIFO or being handed over).
- *    So at every snapshot:
+ *    connection it places once in @arrived and retires it, in one step
+ *    under the group lock, into exactly one of @delivered (a CQE),
+ *    @dropped (reset, or its socket could not get a file), @stale (its
+ *    accept found nothing), or keeps it in @pending (a token on a ring FIFO
+ *    or being handed over) or @dropping (a drop not yet carried out). So
+ *    at every snapshot (docs/operations.md):
  *
- *        arrived == delivered + dropped + stale + total.pending
+ *        arrived == delivered + dropped + stale + total.pending + dropping
  *
- *    The "outstanding" form (arrived == delivered + dropped + stale +
- *    total.outstanding) also counts CQEs posted but not consumed, which
- *    are already in @delivered: it holds only when every ring is drained,
- *    which the check after the workers exit (just before close) verifies.
+ *    The "outstanding" form (with total.outstanding for total.pending)
+ *    also counts CQEs posted but not consumed, which are already in
+ *    @delivered: it holds only when every ring is drained, which the
+ *    check after the workers exit (just before close) verifies.
  *    Also: total.spilled_out == total.spilled_in.
- *
- *    One path breaks the identity, and the soak never takes it: a drop
- *    is counted in @dropped when it is decided (spw_route_locked), and
- *    when spw_drop_work() then finds no connection to reset (a plain
- *    accept() took it first, or the listener was shut down) it also
- *    counts @stale. Each such drop makes the right side one too large:
- *    arrived == delivered + dropped + stale + pending - failed_drops.
- *    (probe-drop-stale reproduces it; spw-fuzz observes it.)
  *    --report-only prints a violation instead of failing on it.
  *
  * Exit status: 0, 1 when an invariant breaks, 64 on usage errors.
@@ -388,18 +381,20 @@ static void check_stats(int gfd, const char *when, bool drained)
 		check(false, "gen %" PRIu64 " %s: GROUP_STATS returned %d", gens, when, ret);
 		return;
 	}
-	exact = (int64_t)t->arrived - (int64_t)(t->delivered + t->dropped + st.stale + t->pending);
-	outst = (int64_t)t->arrived - (int64_t)(t->delivered + t->dropped + st.stale + t->outstanding);
+	exact = (int64_t)t->arrived - (int64_t)(t->delivered + t->dropped + st.stale + t->pending +
+						 st.dropping);
+	outst = (int64_t)t->arrived - (int64_t)(t->delivered + t->dropped + st.stale + t->outstanding +
+						 st.dropping);
 	printf("spw-soak: gen %" PRIu64 " %s: arrived=%" PRIu64 " delivered=%" PRIu64
 	       " dropped=%" PRIu64 " stale=%" PRIu64 " pending=%u outstanding=%u"
 	       " spilled_out=%" PRIu64 " spilled_in=%" PRIu64 " rehomed=%" PRIu64
-	       " | arrived-(delivered+dropped+stale+pending)=%" PRId64
+	       " dropping=%" PRIu64 " | arrived-(delivered+dropped+stale+pending+dropping)=%" PRId64
 	       " arrived-(delivered+dropped+stale+outstanding)=%" PRId64 "\n",
 	       gens, when, (uint64_t)t->arrived, (uint64_t)t->delivered,
 	       (uint64_t)t->dropped, (uint64_t)st.stale, t->pending, t->outstanding,
 	       (uint64_t)t->spilled_out, (uint64_t)t->spilled_in, (uint64_t)t->rehomed,
-	       exact, outst);
-	check(exact == 0, "gen %" PRIu64 " %s: arrived != delivered + dropped + stale + pending (off by %" PRId64 ")",
+	       (uint64_t)st.dropping, exact, outst);
+	check(exact == 0, "gen %" PRIu64 " %s: arrived != delivered + dropped + stale + pending + dropping (off by %" PRId64 ")",
 	      gens, when, exact);
 	if (drained)
 		check(outst == 0, "gen %" PRIu64 " %s: arrived != delivered + dropped + stale + outstanding with every ring closed (off by %" PRId64 ")",
