@@ -54,13 +54,13 @@ int main(int argc, char **argv)
 			       (unsigned long long)ms[i].spilled_in,
 			       (unsigned long long)ms[i].dropped, ms[i].outstanding,
 			       ms[i].ring_entries);
-		printf("%-6s %-6s %10llu %10llu %10llu %10llu %8llu %7u  stale %llu\n",
+		printf("%-6s %-6s %10llu %10llu %10llu %10llu %8llu %7u  stale %llu dropping %llu\n",
 		       "total", "", (unsigned long long)st.total.arrived,
 		       (unsigned long long)st.total.delivered,
 		       (unsigned long long)st.total.spilled_out,
 		       (unsigned long long)st.total.spilled_in,
 		       (unsigned long long)st.total.dropped, st.total.outstanding,
-		       (unsigned long long)st.stale);
+		       (unsigned long long)st.stale, (unsigned long long)st.dropping);
 		fflush(stdout);
 		if (interval)
 			sleep(interval);
