@@ -36,7 +36,7 @@ static void xfer(int from, int to, char c)
 	cr_assert_eq(got, c);
 }
 
-Test(unload, plain_accepted_child_survives_group_close_and_rmmod, .timeout = 60)
+Test(unload, plain_accepted_child_survives_group_close_and_rmmod, .timeout = 240)
 {
 	const char *mod = getenv("SPW_VM_MODULE") ?: "/run/spw-vm/module.ko";
 	char cmd[512];
