@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include <linux/spillway.h>
+#include "loopback.h"
 
 #define MAX_PROCS	32
 #define NOBJ		48	/* objects per process */
@@ -280,25 +281,6 @@ static void fd_sweep(void)
 
 /* ------------------------------------------------------- addresses --- */
 
-static socklen_t mkaddr(int family, uint16_t port, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (void *)ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(port);
-		s6->sin6_addr = in6addr_loopback;
-		return sizeof(*s6);
-	}
-	struct sockaddr_in *s4 = (void *)ss;
-
-	s4->sin_family = AF_INET;
-	s4->sin_port = htons(port);
-	s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	return sizeof(*s4);
-}
-
 static uint16_t sock_port(int fd)
 {
 	struct sockaddr_storage ss;
@@ -337,7 +319,7 @@ static void op_listen_new(void)
 		if (o && o->kind == K_LISTENER && o->family == family && chance(60))
 			port = o->port;
 	}
-	if (bind(fd, (void *)&ss, mkaddr(family, port, &ss)) ||
+	if (bind(fd, (void *)&ss, t_loopback(family, port, &ss)) ||
 	    listen(fd, rnd_backlog())) {
 		close(fd);
 		return;
@@ -358,7 +340,7 @@ static void op_sock_other(void)
 	if (fd < 0)
 		return;
 	if (chance(50))
-		bind(fd, (void *)&ss, mkaddr(family, 0, &ss));
+		bind(fd, (void *)&ss, t_loopback(family, 0, &ss));
 	o = obj_add(fd, udp ? K_UDP : K_TCP);
 	o->family = family;
 	o->port = sock_port(fd);
@@ -775,7 +757,7 @@ static void op_connect(void)
 	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return;
-	if (connect(fd, (void *)&ss, mkaddr(family, l->port, &ss)) && errno != EINPROGRESS) {
+	if (connect(fd, (void *)&ss, t_loopback(family, l->port, &ss)) && errno != EINPROGRESS) {
 		close(fd);
 		return;
 	}

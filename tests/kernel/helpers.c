@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "loopback.h"
 
 long t_now_ms(void)
 {
@@ -18,29 +19,10 @@ long t_now_ms(void)
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static socklen_t t_addr(int family, uint16_t port, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (void *)ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(port);
-		s6->sin6_addr = in6addr_loopback;
-		return sizeof(*s6);
-	}
-	struct sockaddr_in *s4 = (void *)ss;
-
-	s4->sin_family = AF_INET;
-	s4->sin_port = htons(port);
-	s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	return sizeof(*s4);
-}
-
 int t_listener(int family, uint16_t port, bool reuseport, int backlog)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = t_addr(family, port, &ss);
+	socklen_t len = t_loopback(family, port, &ss);
 	int one = 1;
 	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -73,7 +55,7 @@ void t_listeners(int *fds, unsigned n, bool same_port, int backlog)
 int t_connect(int family, uint16_t port)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = t_addr(family, port, &ss);
+	socklen_t len = t_loopback(family, port, &ss);
 	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	cr_assert_geq(fd, 0);
@@ -84,7 +66,7 @@ int t_connect(int family, uint16_t port)
 int t_try_connect(uint16_t port)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = t_addr(AF_INET, port, &ss);
+	socklen_t len = t_loopback(AF_INET, port, &ss);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	cr_assert_geq(fd, 0);
