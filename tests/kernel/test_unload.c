@@ -11,6 +11,7 @@
  * (SPW_VM_MODULE, default the vm runner's copy) for the runner's checks.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +45,11 @@ Test(unload, plain_accepted_child_survives_group_close_and_rmmod, .timeout = 240
 
 	t_listeners(lfd, 2, true, 16);
 	gfd = t_group(lfd, 2, 8);
-	for (unsigned i = 0; i < 2; i++)
+	for (unsigned i = 0; i < 2; i++) {
 		cfd[i] = t_connect_id(t_port(lfd[0]), i);
+		/* the accept loop below polls both members */
+		fcntl(lfd[i], F_SETFL, fcntl(lfd[i], F_GETFL) | O_NONBLOCK);
+	}
 	/* the group placed tokens; we take the connections ourselves */
 	unsigned n = 0;
 
