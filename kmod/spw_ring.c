@@ -64,7 +64,8 @@ static struct spw_ring_hdr *spw_ring_mem_alloc(struct spw_ring *r, size_t bytes)
 	struct page **pages;
 	void *va;
 
-	pages = kvcalloc(n, sizeof(*pages), GFP_KERNEL_ACCOUNT);
+	/* RETRY_MAYFAIL: past memory.max this fails too, rather than OOM-kill */
+	pages = kvcalloc(n, sizeof(*pages), GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL);
 	if (!pages)
 		return NULL;
 	for (i = 0; i < n; i++) {

@@ -449,8 +449,11 @@ Test(memcg, ring_memory_is_charged_and_limited, .timeout = 60)
 		/* the ring's pages (2.6 MB) are the opener's */
 		if (after - before < 2 * 1024 * 1024)
 			rc |= 1;
-		/* lower the limit to what is used: the next ring cannot fit */
-		snprintf(pidbuf, sizeof(pidbuf), "%ld", after + 512 * 1024);
+		/*
+		 * Lower the limit to what is used plus 1 MiB (room for the
+		 * child's own pages): the next 2.6 MB ring cannot fit.
+		 */
+		snprintf(pidbuf, sizeof(pidbuf), "%ld", after + 1024 * 1024);
 		if (cg_write(cg, "memory.max", pidbuf))
 			_exit(23);
 		for (int i = 1; i < 4; i++) {
