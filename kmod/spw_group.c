@@ -574,10 +574,9 @@ long spw_group_create(struct spw_group_create __user *uarg)
 	}
 	spin_lock_bh(&g->lock);
 	g->hold_drops = false;
-	for (i = 0; i < g->nr; i++)
-		if (g->members[i].drop_pending)
-			mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
 	spin_unlock_bh(&g->lock);
+	/* carry out what was held; the work finds nothing if none was */
+	mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
 	spw_group_put(g);
 	kvfree(fds);
 	return fd;
