@@ -4,14 +4,19 @@
  *
  * A master process creates the listening socket(s), forks N workers and
  * supervises them (nginx style). Each worker accepts connections with one
- * of four accept paths:
+ * of the accept paths in mode-*.c (server.h is the interface):
  *
  *   spillway   N SO_REUSEPORT listeners registered as one spillway group;
  *              each worker reaps its own accept completion ring.
- *   reuseport  N SO_REUSEPORT listeners, blocking accept4() per worker.
+ *   reuseport  N SO_REUSEPORT listeners, blocking accept4() per worker; the
+ *              master keeps its copies, so a replacement inherits the queue.
+ *   migrate    reuseport with net.ipv4.tcp_migrate_req = 1 (set by the
+ *              driver) and no master copies: a dead worker's queue migrates.
  *   uring      N SO_REUSEPORT listeners, io_uring multishot accept.
  *   epoll      one shared non-blocking listener, EPOLLEXCLUSIVE epoll_wait()
  *              per worker, accept4() until EAGAIN.
+ *   bpf        N SO_REUSEPORT listeners steered by an sk_reuseport program
+ *              to the least-loaded worker (built when clang/libbpf exist).
  *
  * Per connection a worker reads the client's one-line request, writes
  * "w<index>\n", does the configured work (nothing, a CPU busy loop or a
@@ -26,8 +31,8 @@
  * The master writes "--pid-file" (master and worker pids) once every
  * worker is ready, and rewrites it whenever a replacement worker is ready.
  *
- * Build with -DSPW_BENCH_NO_SPILLWAY to leave out the spillway mode (no
- * libspillway needed); the mode then fails with exit status 3.
+ * Built without libspillway (-DSPW_BENCH_NO_SPILLWAY) the spillway mode
+ * fails with exit status 3; built without BPF, the bpf mode does.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -56,91 +61,57 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
-#include <liburing.h>
-#ifndef SPW_BENCH_NO_SPILLWAY
-#include <spillway.h>
-#endif
+#include "server.h"
 
-#define MAX_WORKERS	256
-
-enum mode { M_SPILLWAY, M_REUSEPORT, M_URING, M_EPOLL };
-static const char *const mode_names[] = { "spillway", "reuseport", "uring", "epoll" };
-
-enum work_kind { W_NONE, W_CPU, W_SLEEP };
 static const char *const work_names[] = { "none", "cpu", "sleep" };
 
-/* One slot per worker index, in shared memory. Only one process writes a
- * slot at a time (the current incarnation of that worker). */
-struct wslot {
-	int pid;		/* current incarnation */
-	int generation;		/* incarnations started (1 = original) */
-	int ready;		/* == generation once that incarnation is set up */
-	int setup_error;	/* errno of a failed setup, 0 if fine */
-	uint64_t accepted;	/* connections accepted (all incarnations) */
-	uint64_t syscalls;	/* syscalls on the accept path */
-	uint64_t accept_eagain;	/* accept4() calls that found nothing */
-	uint64_t accept_errors;	/* other accept failures / error CQEs */
-	uint64_t spilled;	/* spillway CQEs flagged SPW_CQE_F_SPILLED */
-	uint64_t write_errors;	/* response send() failures */
-	uint64_t read_errors;	/* no request: EOF or error before it */
-	uint64_t max_batch;	/* most connections returned by one syscall */
-	uint64_t rearms;	/* uring: multishot accept re-arms */
-	uint64_t ring_bytes;	/* mapped ring bytes on the accept path */
-	uint64_t queue_bound;	/* connections that can queue for this worker */
-	uint64_t accept_mem_bytes; /* ring_bytes + queue_bound * tcp sock size */
-	int64_t rss_before_kb;	/* VmRSS before accept-path setup */
-	int64_t rss_after_kb;	/* VmRSS right after setup */
-	int64_t rss_end_kb;	/* VmRSS when the worker stopped cleanly */
-} __attribute__((aligned(64)));	/* no false sharing between workers */
-
-struct opts {
-	enum mode mode;
-	int workers;
-	int port;
-	enum work_kind work;
-	long work_us;
-	int slow_worker;
-	double slow_factor;
-	int backlog;
-	unsigned ring_entries;
-	const char *stats_file;
-	const char *pid_file;
-	bool respawn;
-	long respawn_delay_ms;
-	long max_runtime_s;
-	bool quiet;
+/* every mode this binary knows, including those it was built without */
+static const struct {
+	const char *name;
+	const struct bench_mode *mode;	/* NULL: not built in */
+} modes[] = {
+#ifndef SPW_BENCH_NO_SPILLWAY
+	{ "spillway", &mode_spillway },
+#else
+	{ "spillway", NULL },
+#endif
+	{ "reuseport", &mode_reuseport },
+	{ "migrate", &mode_migrate },
+	{ "uring", &mode_uring },
+	{ "epoll", &mode_epoll },
+#ifdef SPW_BENCH_HAVE_BPF
+	{ "bpf", &mode_bpf },
+#else
+	{ "bpf", NULL },
+#endif
 };
 
-static struct opts o = {
-	.mode = M_REUSEPORT,
+struct opts o = {
+	.mode = &mode_reuseport,
 	.workers = 4,
 	.port = 0,
 	.work = W_NONE,
 	.work_us = 0,
 	.slow_worker = -1,
 	.slow_factor = 1.0,
-	.backlog = 128,
-	.ring_entries = 64,
+	.capacity = 64,
 	.respawn = true,
 	.respawn_delay_ms = 0,
 	.max_runtime_s = 900,
 };
 
-static struct wslot *slots;
-static int listen_fds[MAX_WORKERS];
-static int nr_listen;
-#ifndef SPW_BENCH_NO_SPILLWAY
-static int group_fd = -1;
-#endif
+struct wslot *slots;
+int listen_fds[MAX_WORKERS];
+int nr_listen;
 static pid_t master_pid;
-static long tcp_sock_bytes;
+long tcp_sock_bytes;
 
 /* worker state */
-static volatile sig_atomic_t stop_flag;
-static int my_index;
-static struct wslot *me;
+volatile sig_atomic_t stop_flag;
+int my_index;
+struct wslot *me;
 
-static void die(const char *fmt, ...)
+void die(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -152,7 +123,7 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-static void logmsg(const char *fmt, ...)
+void logmsg(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -229,7 +200,7 @@ static void burn_cpu(long usec)
 	}
 }
 
-static void sleep_us(long usec)
+void sleep_us(long usec)
 {
 	struct timespec ts = { usec / 1000000, (usec % 1000000) * 1000 };
 
@@ -246,7 +217,7 @@ static long work_for(int index)
 	return (long)us;
 }
 
-static void handle_conn(int fd)
+void handle_conn(int fd)
 {
 	char buf[64];
 	int len;
@@ -275,7 +246,7 @@ static void handle_conn(int fd)
 	close(fd);
 }
 
-static void note_batch(uint64_t n)
+void note_batch(uint64_t n)
 {
 	if (n > me->max_batch)
 		me->max_batch = n;
@@ -288,7 +259,7 @@ static unsigned consecutive_errors;
  * repeat, and give up when nothing but failures comes back (a broken accept
  * path must not spin a CPU for the rest of the run).
  */
-static void accept_failed(const char *what, int err)
+void accept_failed(const char *what, int err)
 {
 	me->accept_errors++;
 	consecutive_errors++;
@@ -301,235 +272,11 @@ static void accept_failed(const char *what, int err)
 		sleep_us(1000);
 }
 
-static void accepted_one(void)
+void accepted_one(void)
 {
 	me->accepted++;
 	consecutive_errors = 0;
 }
-
-/* ---------------------------------------------------------------- */
-/* accept paths                                                       */
-
-static void loop_reuseport(int lfd)
-{
-	me->ring_bytes = 0;
-	me->queue_bound = (uint64_t)o.backlog + 1;
-	me->accept_mem_bytes = me->queue_bound * (uint64_t)tcp_sock_bytes;
-	me->rss_after_kb = read_vmrss_kb();
-	__atomic_store_n(&me->ready, me->generation, __ATOMIC_RELEASE);
-
-	while (!stop_flag) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-
-		me->syscalls++;
-		if (fd < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				me->accept_eagain++;
-				continue;
-			}
-			accept_failed("accept4", errno);
-			continue;
-		}
-		accepted_one();
-		note_batch(1);
-		handle_conn(fd);
-	}
-}
-
-static void loop_epoll(int lfd)
-{
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-
-	if (ep < 0)
-		die("epoll_create1: %s", strerror(errno));
-	ev.data.fd = lfd;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0)
-		die("epoll_ctl(EPOLLEXCLUSIVE): %s", strerror(errno));
-
-	me->ring_bytes = 0;
-	/* one shared accept queue of backlog * workers: each worker's share */
-	me->queue_bound = ((uint64_t)o.backlog * (uint64_t)o.workers + 1 + (uint64_t)o.workers - 1) /
-			  (uint64_t)o.workers;
-	me->accept_mem_bytes = me->queue_bound * (uint64_t)tcp_sock_bytes;
-	me->rss_after_kb = read_vmrss_kb();
-	__atomic_store_n(&me->ready, me->generation, __ATOMIC_RELEASE);
-
-	while (!stop_flag) {
-		struct epoll_event out;
-		uint64_t batch = 0;
-		int n = epoll_wait(ep, &out, 1, -1);
-
-		me->syscalls++;
-		if (n <= 0)
-			continue;
-		while (!stop_flag) {
-			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-
-			me->syscalls++;
-			if (fd < 0) {
-				if (errno == EAGAIN || errno == EWOULDBLOCK) {
-					me->accept_eagain++;
-					break;
-				}
-				if (errno == EINTR)
-					continue;
-				accept_failed("accept4", errno);
-				break;
-			}
-			accepted_one();
-			batch++;
-			handle_conn(fd);
-		}
-		note_batch(batch);
-	}
-	close(ep);
-}
-
-static void arm_multishot(struct io_uring *ring, int lfd)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-
-	if (!sqe)
-		die("io_uring_get_sqe: SQ full");
-	io_uring_prep_multishot_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, 1);
-}
-
-static void loop_uring(int lfd)
-{
-	struct io_uring_params p;
-	struct io_uring ring;
-	int ret;
-	size_t ringsz;
-
-	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_CQSIZE;
-	p.cq_entries = o.ring_entries ? o.ring_entries : 64;
-	ret = io_uring_queue_init_params(4, &ring, &p);
-	if (ret < 0) {
-		me->setup_error = -ret;
-		die("io_uring_queue_init_params: %s", strerror(-ret));
-	}
-	if (ring.features & IORING_FEAT_SINGLE_MMAP)
-		ringsz = ring.sq.ring_sz > ring.cq.ring_sz ? ring.sq.ring_sz : ring.cq.ring_sz;
-	else
-		ringsz = ring.sq.ring_sz + ring.cq.ring_sz;
-	ringsz += (size_t)ring.sq.ring_entries * sizeof(struct io_uring_sqe);
-	me->ring_bytes = ringsz;
-	/* listener accept queue, plus accepted fds parked in the CQ */
-	me->queue_bound = (uint64_t)o.backlog + 1 + ring.cq.ring_entries;
-	me->accept_mem_bytes = me->ring_bytes + me->queue_bound * (uint64_t)tcp_sock_bytes;
-
-	arm_multishot(&ring, lfd);
-	me->rss_after_kb = read_vmrss_kb();
-	__atomic_store_n(&me->ready, me->generation, __ATOMIC_RELEASE);
-
-	while (!stop_flag) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-		int fds[64];
-		int nfds = 0, cqe_err = 0;
-		bool rearm = false;
-
-		if (!io_uring_cq_ready(&ring)) {
-			/* one io_uring_enter(): submits a pending re-arm and waits */
-			ret = io_uring_submit_and_wait(&ring, 1);
-			me->syscalls++;
-			if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
-				accept_failed("io_uring_submit_and_wait", -ret);
-			continue;
-		}
-		io_uring_for_each_cqe(&ring, head, cqe) {
-			n++;
-			if (cqe->res >= 0)
-				fds[nfds++] = cqe->res;
-			else if (cqe->res != -ECANCELED)
-				cqe_err = -cqe->res;
-			if (!(cqe->flags & IORING_CQE_F_MORE))
-				rearm = true;
-			if (nfds == (int)(sizeof(fds) / sizeof(fds[0])))
-				break;
-		}
-		io_uring_cq_advance(&ring, n);
-		if (cqe_err)
-			accept_failed("multishot accept CQE", cqe_err);
-		if (rearm) {
-			me->rearms++;
-			arm_multishot(&ring, lfd);
-		}
-		note_batch((uint64_t)nfds);
-		for (int i = 0; i < nfds; i++) {
-			accepted_one();
-			handle_conn(fds[i]);
-		}
-	}
-	io_uring_queue_exit(&ring);
-}
-
-#ifndef SPW_BENCH_NO_SPILLWAY
-static void loop_spillway(void)
-{
-	struct spw_ring ring;
-	int ring_fd, ret;
-
-	ring_fd = spw_ring_open(group_fd, (unsigned)my_index);
-	if (ring_fd < 0) {
-		me->setup_error = -ring_fd;
-		die("spw_ring_open(member %d): %s", my_index, strerror(-ring_fd));
-	}
-	ret = spw_ring_init(&ring, ring_fd);
-	if (ret < 0) {
-		me->setup_error = -ret;
-		die("spw_ring_init: %s", strerror(-ret));
-	}
-	spw_ring_set_accept_flags(&ring, SPW_ACCEPT_CLOEXEC);
-	/* the worker needs only its ring */
-	close(group_fd);
-	group_fd = -1;
-
-	me->ring_bytes = ring.map_len;
-	me->queue_bound = ring.ring_entries;
-	me->accept_mem_bytes = me->ring_bytes + me->queue_bound * (uint64_t)tcp_sock_bytes;
-	me->rss_after_kb = read_vmrss_kb();
-	__atomic_store_n(&me->ready, me->generation, __ATOMIC_RELEASE);
-
-	while (!stop_flag) {
-		struct spw_cqe *cqe;
-		int fd;
-
-		if (spw_peek_cqe(&ring, &cqe) != 0) {
-			/* ring empty: one SPW_IOC_ENTER installs every pending
-			 * connection and waits for at least one CQE */
-			ret = spw_enter(&ring, 1, NULL);
-			me->syscalls++;
-			if (ret > 0)
-				note_batch((uint64_t)ret);
-			else if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EAGAIN)
-				accept_failed("spw_enter", -ret);
-			continue;
-		}
-		/*
-		 * Handle the connection while its CQE still occupies the ring,
-		 * so ring occupancy (what the kernel spills on) is this
-		 * worker's true backlog, including the connection in hand.
-		 */
-		fd = cqe->fd;
-		if (cqe->flags & SPW_CQE_F_SPILLED)
-			me->spilled++;
-		if (fd >= 0) {
-			accepted_one();
-			handle_conn(fd);
-		} else {
-			accept_failed("spillway CQE", -fd);
-		}
-		spw_cqe_seen(&ring, cqe);
-	}
-	spw_ring_exit(&ring);
-}
-#endif
 
 /* ---------------------------------------------------------------- */
 /* worker process                                                     */
@@ -545,7 +292,6 @@ static void worker_main(int index)
 	struct sigaction sa;
 	sigset_t none;
 	char name[32];
-	int lfd = -1;
 
 	my_index = index;
 	me = &slots[index];
@@ -569,31 +315,8 @@ static void worker_main(int index)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
-	/* keep only this worker's listener (the shared one for epoll) */
-	for (int i = 0; i < nr_listen; i++) {
-		if (o.mode == M_EPOLL || (o.mode != M_SPILLWAY && i == index))
-			lfd = listen_fds[i];
-		else
-			close(listen_fds[i]);
-	}
-
 	me->rss_before_kb = read_vmrss_kb();
-	switch (o.mode) {
-	case M_REUSEPORT:
-		loop_reuseport(lfd);
-		break;
-	case M_EPOLL:
-		loop_epoll(lfd);
-		break;
-	case M_URING:
-		loop_uring(lfd);
-		break;
-	case M_SPILLWAY:
-#ifndef SPW_BENCH_NO_SPILLWAY
-		loop_spillway();
-#endif
-		break;
-	}
+	o.mode->worker_run(index);
 	me->rss_end_kb = read_vmrss_kb();
 	_exit(0);
 }
@@ -693,7 +416,23 @@ static void read_netstat(long long *out)
 	fclose(f);
 }
 
-static int make_listener(bool reuseport, bool nonblock)
+void close_listeners_except(int keep)
+{
+	for (int i = 0; i < nr_listen; i++)
+		if (i != keep && listen_fds[i] >= 0)
+			close(listen_fds[i]);
+}
+
+void worker_ready(uint64_t ring_bytes, uint64_t queue_bound)
+{
+	me->ring_bytes = ring_bytes;
+	me->queue_bound = queue_bound;
+	me->accept_mem_bytes = ring_bytes + queue_bound * (uint64_t)tcp_sock_bytes;
+	me->rss_after_kb = read_vmrss_kb();
+	__atomic_store_n(&me->ready, me->generation, __ATOMIC_RELEASE);
+}
+
+int make_listener(bool reuseport, bool nonblock, int backlog)
 {
 	struct sockaddr_in sin;
 	int one = 1;
@@ -711,9 +450,7 @@ static int make_listener(bool reuseport, bool nonblock)
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
 		die("bind 127.0.0.1:%d: %s", o.port, strerror(errno));
-	/* --backlog is per worker: the one shared epoll listener gets N times
-	 * as much, so every mode can queue the same number of connections */
-	if (listen(fd, o.mode == M_EPOLL ? o.backlog * o.workers : o.backlog) < 0)
+	if (listen(fd, backlog) < 0)
 		die("listen: %s", strerror(errno));
 	return fd;
 }
@@ -723,26 +460,24 @@ static void json_u64(FILE *f, const char *k, uint64_t v, bool comma)
 	fprintf(f, "\"%s\": %" PRIu64 "%s", k, v, comma ? ", " : "");
 }
 
-#ifndef SPW_BENCH_NO_SPILLWAY
-static void json_member(FILE *f, const struct spw_member_stats *m)
+/* CPU time of the master and of every reaped worker (all incarnations,
+ * SIGKILLed ones included: the kernel accounts a child once it is waited
+ * for), in ms. */
+static void server_cpu_ms(double *user_ms, double *sys_ms)
 {
-	fprintf(f, "{");
-	json_u64(f, "arrived", m->arrived, true);
-	json_u64(f, "delivered", m->delivered, true);
-	json_u64(f, "spilled_out", m->spilled_out, true);
-	json_u64(f, "spilled_in", m->spilled_in, true);
-	json_u64(f, "dropped", m->dropped, true);
-	json_u64(f, "rehomed", m->rehomed, true);
-	json_u64(f, "outstanding", m->outstanding, true);
-	json_u64(f, "pending", m->pending, true);
-	json_u64(f, "ring_entries", m->ring_entries, true);
-	json_u64(f, "state", m->state, false);
-	fprintf(f, "}");
-}
-#endif
+	struct rusage self, kids;
 
-static void write_stats(const long long *ns0, const long long *ns1, const char *spw_json)
+	getrusage(RUSAGE_SELF, &self);
+	getrusage(RUSAGE_CHILDREN, &kids);
+	*user_ms = (double)(self.ru_utime.tv_sec + kids.ru_utime.tv_sec) * 1e3 +
+		   (double)(self.ru_utime.tv_usec + kids.ru_utime.tv_usec) / 1e3;
+	*sys_ms = (double)(self.ru_stime.tv_sec + kids.ru_stime.tv_sec) * 1e3 +
+		  (double)(self.ru_stime.tv_usec + kids.ru_stime.tv_usec) / 1e3;
+}
+
+static void write_stats(const long long *ns0, const long long *ns1, const char *mode_json)
 {
+	double user_ms, sys_ms;
 	char tmp[PATH_MAX];
 	uint64_t acc = 0, sys = 0, spl = 0, eag = 0, err = 0, werr = 0, rerr = 0;
 	FILE *f;
@@ -753,11 +488,13 @@ static void write_stats(const long long *ns0, const long long *ns1, const char *
 	f = fopen(tmp, "we");
 	if (!f)
 		die("%s: %s", tmp, strerror(errno));
-	fprintf(f, "{\"mode\": \"%s\", \"workers\": %d, \"port\": %d, \"backlog\": %d, "
-		"\"ring_entries\": %u, \"work\": \"%s:%ld\", \"slow_worker\": %d, "
+	server_cpu_ms(&user_ms, &sys_ms);
+	fprintf(f, "{\"mode\": \"%s\", \"workers\": %d, \"port\": %d, \"capacity\": %u, "
+		"\"cpu_user_ms\": %.1f, \"cpu_sys_ms\": %.1f, "
+		"\"work\": \"%s:%ld\", \"slow_worker\": %d, "
 		"\"slow_factor\": %g, \"tcp_sock_bytes\": %ld, \"respawns\": %d, "
 		"\"unexpected_exits\": %d, \"setup_failures\": %d,\n \"per_worker\": [",
-		mode_names[o.mode], o.workers, o.port, o.backlog, o.ring_entries,
+		o.mode->name, o.workers, o.port, o.capacity, user_ms, sys_ms,
 		work_names[o.work], o.work_us, o.slow_worker, o.slow_factor,
 		tcp_sock_bytes, respawns, unexpected_exits, setup_failures);
 	for (int i = 0; i < o.workers; i++) {
@@ -812,54 +549,9 @@ static void write_stats(const long long *ns0, const long long *ns1, const char *
 		else
 			fprintf(f, "%s\"%s\": %lld", k ? ", " : "", netstat_keys[k], ns1[k] - ns0[k]);
 	}
-	fprintf(f, "},\n \"spillway\": %s}\n", spw_json ? spw_json : "null");
+	fprintf(f, "},\n \"mode_stats\": %s}\n", mode_json ? mode_json : "null");
 	if (fclose(f) != 0 || rename(tmp, o.stats_file) != 0)
 		die("writing %s: %s", o.stats_file, strerror(errno));
-}
-
-/* Group counters as a JSON object (malloc'd), or NULL. */
-static char *spillway_stats_json(void)
-{
-#ifndef SPW_BENCH_NO_SPILLWAY
-	struct spw_member_stats *m;
-	struct spw_group_stats st;
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
-	int n;
-
-	if (group_fd < 0)
-		return NULL;
-	m = calloc((size_t)o.workers, sizeof(*m));
-	if (!m)
-		return NULL;
-	memset(&st, 0, sizeof(st));
-	n = spw_group_stats_full(group_fd, &st, m, (unsigned)o.workers);
-	f = open_memstream(&buf, &len);
-	if (!f) {
-		free(m);
-		return NULL;
-	}
-	if (n < 0) {
-		fprintf(f, "{\"error\": \"spw_group_stats_full: %s\"}", strerror(-n));
-	} else {
-		fprintf(f, "{\"nr_members\": %d, \"stale\": %" PRIu64 ", \"total\": ", n,
-			(uint64_t)st.stale);
-		json_member(f, &st.total);
-		fprintf(f, ", \"members\": [");
-		for (int i = 0; i < o.workers && i < n; i++) {
-			if (i)
-				fprintf(f, ", ");
-			json_member(f, &m[i]);
-		}
-		fprintf(f, "]}");
-	}
-	fclose(f);
-	free(m);
-	return buf;
-#else
-	return NULL;
-#endif
 }
 
 static int index_of(pid_t pid)
@@ -910,13 +602,13 @@ static int reap(bool stopping)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: spw-bench-server --mode spillway|reuseport|uring|epoll --port P [options]\n"
+"usage: spw-bench-server --mode spillway|reuseport|migrate|uring|epoll|bpf --port P [options]\n"
 "  --workers N            worker processes (default 4)\n"
 "  --work none|cpu:USEC|sleep:USEC   per-connection work after the response\n"
 "  --slow-worker I        worker index whose work is multiplied by --slow-factor\n"
 "  --slow-factor F        (default 1)\n"
-"  --backlog B            listen() backlog (default 128)\n"
-"  --ring-entries E       spillway ring / io_uring CQ entries (default 64)\n"
+"  --capacity Q           connections that may wait for one worker, in every\n"
+"                         queue of its accept path (default 64; power of two)\n"
 "  --stats-file PATH      JSON counters written at shutdown (SIGTERM/SIGINT)\n"
 "  --pid-file PATH        'master PID' and 'worker I PID GEN' lines, written when ready\n"
 "  --no-respawn           do not replace workers that die\n"
@@ -946,8 +638,7 @@ static void parse_args(int argc, char **argv)
 		{ "work", required_argument, NULL, 'w' },
 		{ "slow-worker", required_argument, NULL, 's' },
 		{ "slow-factor", required_argument, NULL, 'f' },
-		{ "backlog", required_argument, NULL, 'b' },
-		{ "ring-entries", required_argument, NULL, 'e' },
+		{ "capacity", required_argument, NULL, 'b' },
 		{ "stats-file", required_argument, NULL, 'S' },
 		{ "pid-file", required_argument, NULL, 'P' },
 		{ "no-respawn", no_argument, NULL, 'R' },
@@ -964,11 +655,17 @@ static void parse_args(int argc, char **argv)
 		switch (c) {
 		case 'm':
 			have_mode = false;
-			for (int i = 0; i < 4; i++)
-				if (!strcmp(optarg, mode_names[i])) {
-					o.mode = (enum mode)i;
-					have_mode = true;
+			for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+				if (strcmp(optarg, modes[i].name))
+					continue;
+				if (!modes[i].mode) {
+					fprintf(stderr, "spw-bench-server: built without the %s mode\n",
+						optarg);
+					exit(3);
 				}
+				o.mode = modes[i].mode;
+				have_mode = true;
+			}
 			if (!have_mode)
 				die("unknown mode '%s'", optarg);
 			break;
@@ -1004,10 +701,7 @@ static void parse_args(int argc, char **argv)
 			break;
 		}
 		case 'b':
-			o.backlog = (int)parse_long(optarg, "--backlog");
-			break;
-		case 'e':
-			o.ring_entries = (unsigned)parse_long(optarg, "--ring-entries");
+			o.capacity = (unsigned)parse_long(optarg, "--capacity");
 			break;
 		case 'S':
 			o.stats_file = optarg;
@@ -1043,8 +737,10 @@ static void parse_args(int argc, char **argv)
 		die("--workers must be 1..%d", MAX_WORKERS);
 	if (o.port <= 0 || o.port > 65535)
 		die("--port is required (1..65535)");
-	if (o.backlog < 0)
-		die("bad --backlog");
+	/* a power of two (spillway rings, io_uring CQs), big enough that
+	 * every mode can split it into its queues */
+	if (o.capacity < 8 || o.capacity > 4096 || (o.capacity & (o.capacity - 1)))
+		die("--capacity must be a power of two in 8..4096");
 	if (o.work_us < 0 || o.respawn_delay_ms < 0 || o.max_runtime_s <= 0)
 		die("negative durations are not allowed");
 }
@@ -1054,7 +750,7 @@ int main(int argc, char **argv)
 	long long ns0[NR_NETSTAT], ns1[NR_NETSTAT];
 	sigset_t set;
 	uint64_t deadline;
-	char *spw_json = NULL;
+	char *mode_json = NULL;
 	bool stopping = false;
 
 	parse_args(argc, argv);
@@ -1078,36 +774,7 @@ int main(int argc, char **argv)
 		die("mmap: %s", strerror(errno));
 
 	read_netstat(ns0);
-	switch (o.mode) {
-	case M_EPOLL:
-		listen_fds[0] = make_listener(false, true);
-		nr_listen = 1;
-		break;
-	case M_SPILLWAY:
-#ifdef SPW_BENCH_NO_SPILLWAY
-		fprintf(stderr, "spw-bench-server: built without spillway support\n");
-		return 3;
-#else
-		/* fall through */
-#endif
-	case M_REUSEPORT:
-	case M_URING:
-		for (int i = 0; i < o.workers; i++)
-			listen_fds[i] = make_listener(true, false);
-		nr_listen = o.workers;
-		break;
-	}
-#ifndef SPW_BENCH_NO_SPILLWAY
-	if (o.mode == M_SPILLWAY) {
-		struct spw_group_params gp;
-
-		memset(&gp, 0, sizeof(gp));
-		gp.ring_entries = o.ring_entries;
-		group_fd = spw_group_create(listen_fds, (unsigned)o.workers, &gp);
-		if (group_fd < 0)
-			die("spw_group_create: %s", strerror(-group_fd));
-	}
-#endif
+	o.mode->master_setup();
 
 	for (int i = 0; i < o.workers; i++)
 		spawn_worker(i);
@@ -1132,7 +799,9 @@ int main(int argc, char **argv)
 	}
 	if (!stopping) {
 		write_pid_file();
-		logmsg("%s: %d workers ready on 127.0.0.1:%d", mode_names[o.mode], o.workers, o.port);
+		if (o.mode->master_ready)
+			o.mode->master_ready();
+		logmsg("%s: %d workers ready on 127.0.0.1:%d", o.mode->name, o.workers, o.port);
 	}
 
 	deadline = now_ns(CLOCK_MONOTONIC) + (uint64_t)o.max_runtime_s * 1000000000ull;
@@ -1173,7 +842,8 @@ int main(int argc, char **argv)
 	}
 
 	/* shutdown: snapshot group counters, stop workers, write stats */
-	spw_json = spillway_stats_json();
+	if (o.mode->stats_json)
+		mode_json = o.mode->stats_json();
 	reap(true);
 	for (int i = 0; i < o.workers; i++) {
 		alive_at_stop[i] = procs[i].pid != 0;
@@ -1203,7 +873,7 @@ int main(int argc, char **argv)
 		sigtimedwait(&set, &si, &ts);
 	}
 	read_netstat(ns1);
-	write_stats(ns0, ns1, spw_json);
-	free(spw_json);
+	write_stats(ns0, ns1, mode_json);
+	free(mode_json);
 	return 0;
 }
