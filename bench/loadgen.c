@@ -15,11 +15,17 @@
  * measured from the actual start.
  *
  * Failure kinds: reset (ECONNRESET/EPIPE), refused (ECONNREFUSED),
- * timeout (no response after --timeout-ms from the actual start),
+ * timeout (no response --timeout-ms after its scheduled start),
  * eof (orderly close before a response), other (anything else, e.g.
  * EADDRNOTAVAIL). Nothing is averaged away: --records writes one CSV row
  * per connection, --out writes a JSON summary with exact percentiles over
- * all completed connections, a CDF and a 100 ms timeline.
+ * every scheduled connection (a failed one counts as an infinite latency:
+ * "latency_all_ms") and over the answered ones only ("latency_ms"), a CDF
+ * and a 100 ms timeline.
+ *
+ * Actions (--action, with --pid-file) run on this program's own clock, so
+ * a SIGSTOP/SIGCONT/SIGKILL of a server worker lands at a known point of
+ * the schedule; the JSON records when each signal was actually sent.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -51,6 +57,7 @@
 #define MAX_WORKER_ID	1024
 #define MAX_DURATION_S	3600.0
 #define TIMELINE_BIN_NS	100000000ull	/* 100 ms */
+#define MAX_ACTIONS	16
 
 enum status { ST_PENDING, ST_OK, ST_RESET, ST_REFUSED, ST_TIMEOUT, ST_EOF, ST_OTHER, ST__NR };
 static const char *const status_names[ST__NR] = {
@@ -78,6 +85,22 @@ struct slot {
 	char buf[32];
 };
 
+/* A timed signal to a server worker, found by index in the pid file. */
+struct action {
+	enum { A_STOP, A_KILL } kind;
+	int worker;
+	uint64_t at;		/* ns after t0 */
+	uint64_t len;		/* stop: ns until SIGCONT */
+	/* what happened */
+	int pid;		/* 0: not (yet) sent */
+	uint64_t t_sent;	/* ns after t0 */
+	uint64_t t_cont;	/* ns after t0, 0: SIGCONT not sent yet */
+	char error[96];
+};
+
+static struct action actions[MAX_ACTIONS];
+static int nr_actions;
+
 static struct {
 	int port;
 	double rate;
@@ -87,6 +110,7 @@ static struct {
 	long timeout_ms;
 	const char *out;
 	const char *records;
+	const char *pid_file;
 	int workers;
 	bool quiet;
 } o = {
@@ -264,6 +288,138 @@ static void start_conn(uint64_t sched)
 	}
 }
 
+/* ---------------------------------------------------------------- */
+/* actions                                                            */
+
+/* "stop@AT:WORKER:LEN" or "kill@AT:WORKER", AT and LEN in seconds. */
+static void parse_action(const char *spec)
+{
+	struct action *a;
+	double at, len = 0;
+	int w, n = 0;
+
+	if (nr_actions == MAX_ACTIONS)
+		die("at most %d --action", MAX_ACTIONS);
+	a = &actions[nr_actions];
+	memset(a, 0, sizeof(*a));
+	if (sscanf(spec, "stop@%lf:%d:%lf%n", &at, &w, &len, &n) == 3 && !spec[n]) {
+		a->kind = A_STOP;
+	} else if (sscanf(spec, "kill@%lf:%d%n", &at, &w, &n) == 2 && !spec[n]) {
+		a->kind = A_KILL;
+	} else {
+		die("bad --action '%s' (stop@AT:WORKER:LEN or kill@AT:WORKER)", spec);
+	}
+	if (!(at >= 0) || at > MAX_DURATION_S || !(len >= 0) || len > MAX_DURATION_S ||
+	    w < 0 || w >= MAX_WORKER_ID)
+		die("bad --action '%s'", spec);
+	a->worker = w;
+	a->at = (uint64_t)(at * 1e9);
+	a->len = (uint64_t)(len * 1e9);
+	nr_actions++;
+}
+
+/* The current pid of worker @w from the server's pid file, or 0. */
+static int worker_pid(int w, char *err, size_t errlen)
+{
+	char line[128];
+	int pid = 0;
+	FILE *f = fopen(o.pid_file, "re");
+
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", o.pid_file, strerror(errno));
+		return 0;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		int i, p, gen;
+
+		if (sscanf(line, "worker %d %d %d", &i, &p, &gen) == 3 && i == w)
+			pid = p;
+	}
+	fclose(f);
+	if (pid <= 0)
+		snprintf(err, errlen, "no pid for worker %d in %s", w, o.pid_file);
+	return pid;
+}
+
+/*
+ * Send what is due at @rel; returns the ns until the next signal is due
+ * (INT64_MAX: none). The time recorded is taken right after kill().
+ */
+static int64_t run_actions(uint64_t rel)
+{
+	int64_t next = INT64_MAX;
+
+	for (int i = 0; i < nr_actions; i++) {
+		struct action *a = &actions[i];
+		uint64_t due;
+
+		if (!a->pid && !a->error[0]) {
+			if (a->at > rel) {
+				due = a->at;
+				goto later;
+			}
+			a->pid = worker_pid(a->worker, a->error, sizeof(a->error));
+			if (!a->pid)
+				continue;
+			if (kill(a->pid, a->kind == A_STOP ? SIGSTOP : SIGKILL) < 0) {
+				snprintf(a->error, sizeof(a->error), "kill(%d): %s", a->pid,
+					 strerror(errno));
+				continue;
+			}
+			a->t_sent = now_ns() - t0;
+		}
+		if (a->kind != A_STOP || !a->pid || a->t_cont || a->error[0])
+			continue;
+		if (a->t_sent + a->len > rel) {
+			due = a->t_sent + a->len;
+			goto later;
+		}
+		kill(a->pid, SIGCONT);
+		a->t_cont = now_ns() - t0;
+		continue;
+later:
+		if ((int64_t)(due - rel) < next)
+			next = (int64_t)(due - rel);
+	}
+	return next;
+}
+
+/* A stopped worker must not stay stopped when we end early. */
+static void cont_stopped(void)
+{
+	for (int i = 0; i < nr_actions; i++) {
+		struct action *a = &actions[i];
+
+		if (a->kind == A_STOP && a->pid && !a->t_cont && !a->error[0]) {
+			kill(a->pid, SIGCONT);
+			a->t_cont = now_ns() - t0;
+		}
+	}
+}
+
+static void json_actions(FILE *f)
+{
+	fprintf(f, " \"actions\": [");
+	for (int i = 0; i < nr_actions; i++) {
+		const struct action *a = &actions[i];
+
+		fprintf(f, "%s{\"action\": \"%s\", \"worker\": %d, \"at_s\": %.3f",
+			i ? ", " : "", a->kind == A_STOP ? "stop" : "kill", a->worker, a->at / 1e9);
+		if (a->kind == A_STOP)
+			fprintf(f, ", \"length_s\": %.3f", a->len / 1e9);
+		fprintf(f, ", \"pid\": %d, \"done\": %s", a->pid,
+			a->pid && a->t_sent && !a->error[0] ? "true" : "false");
+		if (a->t_sent)
+			fprintf(f, ", \"t_s\": %.6f", a->t_sent / 1e9);
+		if (a->t_cont)
+			fprintf(f, ", \"t_cont_s\": %.6f", a->t_cont / 1e9);
+		if (a->error[0])
+			fprintf(f, ", \"error\": \"%s\"", a->error);
+		fprintf(f, "}");
+	}
+	fprintf(f, "],\n");
+}
+
 static int parse_worker(const char *buf, int len)
 {
 	long v;
@@ -413,6 +569,32 @@ static void json_dist(FILE *f, const char *name, const uint64_t *v, uint64_t n)
 		v[n - 1] / 1e6, sum / (double)n / 1e6);
 }
 
+/* A percentile in ms, or the string "inf" for a failed connection. */
+static void json_ms_or_inf(FILE *f, const char *k, uint64_t v, bool comma)
+{
+	if (v == UINT64_MAX)
+		fprintf(f, "\"%s\": \"inf\"%s", k, comma ? ", " : "");
+	else
+		fprintf(f, "\"%s\": %.3f%s", k, v / 1e6, comma ? ", " : "");
+}
+
+/* Over every settled connection, a failure being UINT64_MAX (+inf). */
+static void json_dist_all(FILE *f, const char *name, const uint64_t *v, uint64_t n,
+			  uint64_t failed)
+{
+	if (!n) {
+		fprintf(f, "\"%s\": null", name);
+		return;
+	}
+	fprintf(f, "\"%s\": {\"n\": %" PRIu64 ", \"failed\": %" PRIu64 ", ", name, n, failed);
+	json_ms_or_inf(f, "p50", pct(v, n, 0.5), true);
+	json_ms_or_inf(f, "p90", pct(v, n, 0.9), true);
+	json_ms_or_inf(f, "p99", pct(v, n, 0.99), true);
+	json_ms_or_inf(f, "p999", pct(v, n, 0.999), true);
+	json_ms_or_inf(f, "max", v[n - 1], false);
+	fprintf(f, "}");
+}
+
 static void write_records(const char *path)
 {
 	FILE *f = fopen(path, "we");
@@ -435,7 +617,7 @@ static void write_records(const char *path)
 static void write_summary(const char *path, uint64_t t_load_end, uint64_t t_end)
 {
 	uint64_t counts[ST__NR] = { 0 };
-	uint64_t *lat, *svc, *con, nok = 0, ncon = 0, over1 = 0, over3 = 0;
+	uint64_t *lat, *svc, *con, *all, nok = 0, ncon = 0, nall = 0, over1 = 0, over3 = 0;
 	uint64_t late = 0, max_lag = 0, last_done = 0, nbins;
 	uint64_t per_worker[MAX_WORKER_ID] = { 0 };
 	int max_w = o.workers - 1;
@@ -444,7 +626,8 @@ static void write_summary(const char *path, uint64_t t_load_end, uint64_t t_end)
 	lat = malloc((nrecs + 1) * sizeof(*lat));
 	svc = malloc((nrecs + 1) * sizeof(*svc));
 	con = malloc((nrecs + 1) * sizeof(*con));
-	if (!lat || !svc || !con)
+	all = malloc((nrecs + 1) * sizeof(*all));
+	if (!lat || !svc || !con || !all)
 		die("out of memory");
 	for (uint64_t i = 0; i < nrecs; i++) {
 		const struct rec *r = &recs[i];
@@ -457,6 +640,8 @@ static void write_summary(const char *path, uint64_t t_load_end, uint64_t t_end)
 			max_lag = lag;
 		if (r->conn)
 			con[ncon++] = r->conn - r->start;
+		if (r->status != ST_PENDING)
+			all[nall++] = r->status == ST_OK ? r->done - r->sched : UINT64_MAX;
 		if (r->status != ST_OK)
 			continue;
 		lat[nok] = r->done - r->sched;
@@ -477,6 +662,7 @@ static void write_summary(const char *path, uint64_t t_load_end, uint64_t t_end)
 	qsort(lat, nok, sizeof(*lat), cmp_u64);
 	qsort(svc, nok, sizeof(*svc), cmp_u64);
 	qsort(con, ncon, sizeof(*con), cmp_u64);
+	qsort(all, nall, sizeof(*all), cmp_u64);
 
 	f = fopen(path, "we");
 	if (!f)
@@ -495,7 +681,11 @@ static void write_summary(const char *path, uint64_t t_load_end, uint64_t t_end)
 		t_load_end / 1e9, t_end / 1e9, last_done / 1e9);
 	fprintf(f, "\"conn_per_s\": %.1f, ", last_done ? nok / (last_done / 1e9) : 0.0);
 	fprintf(f, "\"late_starts\": %" PRIu64 ", \"max_start_lag_ms\": %.3f,\n", late, max_lag / 1e6);
-	fprintf(f, " \"over_1s\": %" PRIu64 ", \"over_3s\": %" PRIu64 ",\n ", over1, over3);
+	fprintf(f, " \"over_1s\": %" PRIu64 ", \"over_3s\": %" PRIu64 ",\n", over1, over3);
+	json_actions(f);
+	fprintf(f, " ");
+	json_dist_all(f, "latency_all_ms", all, nall, nall - nok);
+	fprintf(f, ",\n ");
 	json_dist(f, "latency_ms", lat, nok);
 	fprintf(f, ",\n ");
 	json_dist(f, "service_ms", svc, nok);
@@ -576,6 +766,7 @@ static void write_summary(const char *path, uint64_t t_load_end, uint64_t t_end)
 	free(lat);
 	free(svc);
 	free(con);
+	free(all);
 }
 
 /* ---------------------------------------------------------------- */
@@ -588,10 +779,13 @@ static void usage(FILE *f)
 "  --duration S      seconds of load (default 5)\n"
 "  --count N         stop after N connections (default: rate*duration / unbounded)\n"
 "  --concurrency C   connections in flight at most (default 64)\n"
-"  --timeout-ms T    give up on a connection T ms after its start (default 10000)\n"
+"  --timeout-ms T    give up on a connection T ms after its scheduled start (default 10000)\n"
 "  --workers N       report per-worker counts for at least N workers\n"
 "  --out PATH        JSON summary (.json) or per-connection CSV (.csv)\n"
 "  --records PATH    per-connection CSV in addition to --out\n"
+"  --pid-file PATH   the server's pid file ('worker I PID GEN' lines), for --action\n"
+"  --action SPEC     stop@AT:WORKER:LEN (SIGSTOP, SIGCONT LEN s later) or\n"
+"                    kill@AT:WORKER (SIGKILL), AT s after the first start; repeatable\n"
 "  --quiet\n");
 }
 
@@ -607,6 +801,8 @@ static void parse_args(int argc, char **argv)
 		{ "workers", required_argument, NULL, 'w' },
 		{ "out", required_argument, NULL, 'o' },
 		{ "records", required_argument, NULL, 'R' },
+		{ "pid-file", required_argument, NULL, 'P' },
+		{ "action", required_argument, NULL, 'A' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -624,6 +820,8 @@ static void parse_args(int argc, char **argv)
 		case 'w': o.workers = atoi(optarg); break;
 		case 'o': o.out = optarg; break;
 		case 'R': o.records = optarg; break;
+		case 'P': o.pid_file = optarg; break;
+		case 'A': parse_action(optarg); break;
 		case 'q': o.quiet = true; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
@@ -645,6 +843,8 @@ static void parse_args(int argc, char **argv)
 		die("bad --timeout-ms");
 	if (o.workers < 0 || o.workers > MAX_WORKER_ID)
 		die("bad --workers");
+	if (nr_actions && !o.pid_file)
+		die("--action needs --pid-file");
 	if (o.rate > 0) {
 		uint64_t planned = (uint64_t)ceil(o.rate * o.duration);
 
@@ -739,6 +939,11 @@ int main(int argc, char **argv)
 		if (now < t0) {
 			rel = 0;
 			wait_ns = (int64_t)(t0 - now);
+		} else if (nr_actions) {
+			int64_t due = run_actions(rel);
+
+			if (due < wait_ns)
+				wait_ns = due;
 		}
 
 		/*
@@ -798,7 +1003,8 @@ int main(int argc, char **argv)
 		/* time out the oldest connections (list is in start order) */
 		while (act_head >= 0) {
 			struct rec *r = &recs[slots[act_head].rec];
-			uint64_t dl = r->start + timeout_ns;
+			/* from the schedule: a late start does not extend it */
+			uint64_t dl = r->sched + timeout_ns;
 
 			rel = now_ns() - t0;
 			if (dl > rel) {
@@ -823,6 +1029,7 @@ int main(int argc, char **argv)
 			on_event(evs[i].data.u64, evs[i].events);
 	}
 
+	cont_stopped();
 	{
 		uint64_t t_end = now_ns() - t0;
 		uint64_t nok = 0, nfail = 0;
