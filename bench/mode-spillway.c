@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 
 #include <spillway.h>
 
@@ -26,16 +27,32 @@
 
 static int group_fd = -1;
 
+/* a group of --members listeners needs that many fds in the master */
+static void raise_nofile(rlim_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max < need)
+		rl.rlim_max = need;	/* root may raise the hard limit */
+	rl.rlim_cur = need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		die("RLIMIT_NOFILE %lu for %d members: %s", (unsigned long)need, o.members,
+		    strerror(errno));
+}
+
 static void spillway_setup(void)
 {
 	struct spw_group_params gp;
 
-	for (int i = 0; i < o.workers; i++)
+	raise_nofile((rlim_t)o.members + 64);
+	for (int i = 0; i < o.members; i++)
 		listen_fds[i] = make_listener(true, false, (int)o.capacity - 1);
-	nr_listen = o.workers;
+	nr_listen = o.members;
 	memset(&gp, 0, sizeof(gp));
 	gp.ring_entries = o.capacity;
-	group_fd = spw_group_create(listen_fds, (unsigned)o.workers, &gp);
+	group_fd = spw_group_create(listen_fds, (unsigned)o.members, &gp);
 	if (group_fd < 0)
 		die("spw_group_create: %s", strerror(-group_fd));
 }
@@ -131,11 +148,11 @@ static char *spillway_stats_json(void)
 
 	if (group_fd < 0)
 		return NULL;
-	m = calloc((size_t)o.workers, sizeof(*m));
+	m = calloc((size_t)o.members, sizeof(*m));
 	if (!m)
 		return NULL;
 	memset(&st, 0, sizeof(st));
-	n = spw_group_stats_full(group_fd, &st, m, (unsigned)o.workers);
+	n = spw_group_stats_full(group_fd, &st, m, (unsigned)o.members);
 	f = open_memstream(&buf, &len);
 	if (!f) {
 		free(m);
@@ -148,6 +165,7 @@ static char *spillway_stats_json(void)
 			", \"total\": ", n, (uint64_t)st.stale, (uint64_t)st.dropping);
 		json_member(f, &st.total);
 		fprintf(f, ", \"members\": [");
+		/* the workers' members; idle ones are in the totals */
 		for (int i = 0; i < o.workers && i < n; i++) {
 			if (i)
 				fprintf(f, ", ");

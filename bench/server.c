@@ -101,7 +101,7 @@ struct opts o = {
 };
 
 struct wslot *slots;
-int listen_fds[MAX_WORKERS];
+int listen_fds[MAX_LISTENERS];
 int nr_listen;
 static pid_t master_pid;
 long tcp_sock_bytes;
@@ -489,12 +489,13 @@ static void write_stats(const long long *ns0, const long long *ns1, const char *
 	if (!f)
 		die("%s: %s", tmp, strerror(errno));
 	server_cpu_ms(&user_ms, &sys_ms);
-	fprintf(f, "{\"mode\": \"%s\", \"workers\": %d, \"port\": %d, \"capacity\": %u, "
+	fprintf(f, "{\"mode\": \"%s\", \"workers\": %d, \"members\": %d, \"port\": %d, "
+		"\"capacity\": %u, "
 		"\"cpu_user_ms\": %.1f, \"cpu_sys_ms\": %.1f, "
 		"\"work\": \"%s:%ld\", \"slow_worker\": %d, "
 		"\"slow_factor\": %g, \"tcp_sock_bytes\": %ld, \"respawns\": %d, "
 		"\"unexpected_exits\": %d, \"setup_failures\": %d,\n \"per_worker\": [",
-		o.mode->name, o.workers, o.port, o.capacity, user_ms, sys_ms,
+		o.mode->name, o.workers, o.members, o.port, o.capacity, user_ms, sys_ms,
 		work_names[o.work], o.work_us, o.slow_worker, o.slow_factor,
 		tcp_sock_bytes, respawns, unexpected_exits, setup_failures);
 	for (int i = 0; i < o.workers; i++) {
@@ -609,6 +610,7 @@ static void usage(FILE *f)
 "  --slow-factor F        (default 1)\n"
 "  --capacity Q           connections that may wait for one worker, in every\n"
 "                         queue of its accept path (default 64; power of two)\n"
+"  --members M            spillway: M group members, the ones past --workers idle\n"
 "  --stats-file PATH      JSON counters written at shutdown (SIGTERM/SIGINT)\n"
 "  --pid-file PATH        'master PID' and 'worker I PID GEN' lines, written when ready\n"
 "  --no-respawn           do not replace workers that die\n"
@@ -639,6 +641,7 @@ static void parse_args(int argc, char **argv)
 		{ "slow-worker", required_argument, NULL, 's' },
 		{ "slow-factor", required_argument, NULL, 'f' },
 		{ "capacity", required_argument, NULL, 'b' },
+		{ "members", required_argument, NULL, 'M' },
 		{ "stats-file", required_argument, NULL, 'S' },
 		{ "pid-file", required_argument, NULL, 'P' },
 		{ "no-respawn", no_argument, NULL, 'R' },
@@ -703,6 +706,9 @@ static void parse_args(int argc, char **argv)
 		case 'b':
 			o.capacity = (unsigned)parse_long(optarg, "--capacity");
 			break;
+		case 'M':
+			o.members = (int)parse_long(optarg, "--members");
+			break;
 		case 'S':
 			o.stats_file = optarg;
 			break;
@@ -735,6 +741,12 @@ static void parse_args(int argc, char **argv)
 	}
 	if (o.workers < 1 || o.workers > MAX_WORKERS)
 		die("--workers must be 1..%d", MAX_WORKERS);
+	if (!o.members)
+		o.members = o.workers;
+	if (o.members < o.workers || o.members > MAX_LISTENERS)
+		die("--members must be %d..%d", o.workers, MAX_LISTENERS);
+	if (o.members != o.workers && strcmp(o.mode->name, "spillway"))
+		die("--members is for the spillway mode only");
 	if (o.port <= 0 || o.port > 65535)
 		die("--port is required (1..65535)");
 	/* a power of two (spillway rings, io_uring CQs), big enough that

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #define MAX_WORKERS	256
+#define MAX_LISTENERS	1024	/* --members: a spillway group with idle members */
 
 /* One slot per worker index, in shared memory (MAP_SHARED, made before the
  * first fork), so a SIGKILLed worker's counts survive. Only the current
@@ -61,6 +62,13 @@ struct opts {
 	 * exactly this, and reports the bound it built (queue_bound).
 	 */
 	unsigned capacity;
+	/*
+	 * spillway only: members of the group (>= workers). Members past the
+	 * workers are idle: their rings are never opened, so what lands on
+	 * them waits for stall detection to hand it to a worker - the cost of
+	 * the spill decision and of stealing in a large group.
+	 */
+	int members;
 	const char *stats_file;
 	const char *pid_file;
 	bool respawn;
@@ -102,7 +110,7 @@ extern const struct bench_mode mode_bpf;
 /* shared state (server.c) */
 extern struct opts o;
 extern struct wslot *slots;
-extern int listen_fds[MAX_WORKERS];
+extern int listen_fds[MAX_LISTENERS];
 extern int nr_listen;
 extern long tcp_sock_bytes;
 /* worker side */
