@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,14 @@ long t_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool t_debug_kernel(void)
+{
+	struct utsname u;
+
+	/* CONFIG_LOCALVERSION of tests/vm/debug-kernel.config */
+	return uname(&u) == 0 && strstr(u.release, "-spw-debug") != NULL;
 }
 
 int t_listener(int family, uint16_t port, bool reuseport, int backlog)

@@ -43,5 +43,7 @@ unsigned t_reap(struct spw_ring *r, unsigned n, int ms, struct spw_cqe *out);
 /* TCP sockets in use in this netns, from /proc/net/sockstat{,6}. */
 int t_tcp_inuse(void);
 long t_now_ms(void);
+/* Running on one of our debug kernels (tests/vm/build-debug-kernel)? */
+bool t_debug_kernel(void);
 
 #endif
