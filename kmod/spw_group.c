@@ -13,11 +13,13 @@
  * connection from L and resets it. Every other waiter on L (accept(),
  * poll, epoll, io_uring) is woken as before: we only listen.
  */
+#include <linux/atomic.h>
 #include <linux/capability.h>
 #include <linux/cred.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/nsproxy.h>
+#include <linux/random.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/tcp.h>
@@ -31,6 +33,7 @@
 #include "spw_internal.h"
 
 static const struct file_operations spw_group_fops;
+static atomic64_t spw_next_group_id = ATOMIC64_INIT(0);
 
 static bool spw_placing(const struct spw_group *g)
 {
@@ -53,6 +56,22 @@ void spw_clock_now(const struct spw_group *g, struct spw_clock *c)
 static unsigned int spw_fifo_len(const struct spw_ring *r)
 {
 	return r->tok_tail - r->tok_head;
+}
+
+/* Ring @idx's pending count, tail, liveness or consumer changed: re-file it. */
+void spw_refile_locked(struct spw_group *g, unsigned int idx)
+{
+	struct spw_clock clock;
+
+	lockdep_assert_held(&g->lock);
+	spw_clock_now(g, &clock);
+	spw_sum_refile(&g->policy, g->acct, idx, &clock);
+}
+
+/* An idle consumer, asleep in enter or waiting in poll/epoll with nothing to do. */
+static bool spw_ring_idle(const struct spw_ring_acct *a)
+{
+	return a->live && (a->waiting || (a->polled && !spw_ring_outstanding(a)));
 }
 
 /*
@@ -82,9 +101,10 @@ static void spw_stall_timer(struct timer_list *t)
 			stalled = true;
 	}
 	if (stalled) {
+		g->stalled_work = true;
 		g->steal_seq++;
 		for (i = 0; i < g->nr; i++)
-			if (g->acct[i].waiting)
+			if (spw_ring_idle(&g->acct[i]))
 				spw_ring_wake(&g->rings[i]);
 	}
 	if ((recheck || stalled) && g->placing)
@@ -106,13 +126,17 @@ bool spw_ring_steal_locked(struct spw_ring *r)
 	int victim;
 
 	lockdep_assert_held(&g->lock);
-	if (!a->live)
+	/* the scan runs only once the stall timer has seen stalled work */
+	if (!a->live || !g->stalled_work)
 		return false;
 	room = a->entries - spw_ring_outstanding(a);
 	spw_clock_now(g, &clock);
 	victim = room ? spw_pick_victim(g->acct, g->nr, r->idx, &clock) : -1;
-	if (victim < 0)
+	if (victim < 0) {
+		if (room)
+			g->stalled_work = false;
 		return false;
+	}
 	v = &g->rings[victim];
 	n = min(room, spw_fifo_len(v));
 	for (room = n; room; room--) {
@@ -121,19 +145,26 @@ bool spw_ring_steal_locked(struct spw_ring *r)
 		a->pending++;
 		g->members[victim].st.rehomed++;
 	}
+	spw_sum_refile(&g->policy, g->acct, victim, &clock);
+	spw_sum_refile(&g->policy, g->acct, r->idx, &clock);
 	return n > 0;
 }
 
 /* Put one token of member @m on the ring the policy picks, or drop it. */
 static void spw_route_locked(struct spw_group *g, struct spw_member *m)
 {
+	unsigned int home = m->idx;
+	struct spw_ring_acct *a;
 	struct spw_clock clock;
 	struct spw_ring *r;
 	int t;
 
 	lockdep_assert_held(&g->lock);
 	spw_clock_now(g, &clock);
-	t = spw_pick_ring(g->acct, g->nr, m->idx, g->cursor, &clock);
+	/* softirq, or process context under a spinlock: the CPU is stable */
+	if (g->cpu_ring && g->cpu_ring[smp_processor_id()] >= 0)
+		home = g->cpu_ring[smp_processor_id()];
+	t = spw_pick_ring(&g->policy, g->acct, m->idx, home, &clock);
 	if (t == SPW_PICK_DROP) {
 		/* counted as dropped when the work has really reset one */
 		m->drop_pending++;
@@ -144,16 +175,18 @@ static void spw_route_locked(struct spw_group *g, struct spw_member *m)
 		return;
 	}
 	r = &g->rings[t];
+	a = &g->acct[t];
+	/* work found the ring idle: a poll consumer's stall clock starts */
+	if (!spw_ring_outstanding(a))
+		a->work_since = clock.now;
 	r->tokens[r->tok_tail++ & (g->entries - 1)] = m->idx;
-	g->acct[t].pending++;
-	/* ties among siblings rotate rather than pile on one */
-	if (t != m->idx)
-		g->cursor = t + 1;
+	a->pending++;
+	spw_sum_refile(&g->policy, g->acct, t, &clock);
 	if (r->hdr)
 		r->hdr->flags |= SPW_RING_F_WORK_PENDING;
 	/* enter sleepers and poll/epoll/io_uring waiters alike */
 	spw_ring_wake(r);
-	if (!g->acct[t].waiting && g->stall != SPW_STALL_NEVER &&
+	if (!a->waiting && g->stall != SPW_STALL_NEVER &&
 	    !timer_pending(&g->stall_timer))
 		mod_timer(&g->stall_timer, jiffies + g->stall + 1);
 }
@@ -210,6 +243,7 @@ void spw_ring_rehome_locked(struct spw_ring *r)
 
 		g->acct[r->idx].pending--;
 		g->members[r->idx].st.rehomed++;
+		spw_refile_locked(g, r->idx);
 		spw_route_locked(g, &g->members[origin]);
 	}
 	if (r->hdr)
@@ -321,9 +355,15 @@ static int spw_member_hook(struct spw_member *m)
 	u32 somaxconn, backlog;
 	int err;
 
+	struct sockaddr_storage ss = {};
+
 	err = spw_registry_add(m);
 	if (err)
 		return err;
+	/* the address CQEs served by this member's ring name (locks @sk) */
+	if (kernel_getsockname(m->sock, (struct sockaddr *)&ss) < 0)
+		ss.ss_family = AF_UNSPEC;
+	spw_addr_fill(&m->bound, &ss);
 	lock_sock(sk);
 	if (sk->sk_state != TCP_LISTEN) {
 		release_sock(sk);
@@ -381,6 +421,8 @@ static void spw_group_free(struct spw_group *g)
 	kvfree(g->rings);
 	kvfree(g->members);
 	kvfree(g->acct);
+	kvfree(g->policy_mem);
+	kvfree(g->cpu_ring);
 	kfree(g);
 	atomic_dec(&spw_live_groups);
 }
@@ -416,9 +458,11 @@ void spw_group_put(struct spw_group *g)
 		spw_group_destroy(g, true);
 }
 
-static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries,
-					 unsigned int stall_ms)
+static struct spw_group *spw_group_alloc(unsigned int nr,
+					 const struct spw_group_create *args)
 {
+	unsigned int kind = args->policy ?: SPW_POLICY_P2C;
+	struct spw_clock clock;
 	struct spw_group *g;
 	unsigned int i;
 
@@ -426,22 +470,35 @@ static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries,
 	if (!g)
 		return NULL;
 	atomic_inc(&spw_live_groups);
+	g->id = atomic64_inc_return(&spw_next_group_id);
 	spin_lock_init(&g->lock);
 	mutex_init(&g->open_lock);
 	refcount_set(&g->ref, 1);
 	INIT_DELAYED_WORK(&g->drop_work, spw_drop_work);
 	timer_setup(&g->stall_timer, spw_stall_timer, 0);
-	g->entries = entries;
+	g->entries = args->ring_entries;
 	g->hold_drops = true;
-	if (stall_ms == SPW_STALL_OFF)
+	g->stall_ms = args->stall_ms ?: SPW_DEFAULT_STALL_MS;
+	if (args->stall_ms == SPW_STALL_OFF)
 		g->stall = SPW_STALL_NEVER;
 	else
-		g->stall = max(1UL, msecs_to_jiffies(stall_ms ?: SPW_DEFAULT_STALL_MS));
+		g->stall = max(1UL, msecs_to_jiffies(g->stall_ms));
 	g->acct = kvcalloc(nr, sizeof(*g->acct), GFP_KERNEL_ACCOUNT);
 	g->members = kvcalloc(nr, sizeof(*g->members), GFP_KERNEL_ACCOUNT);
 	g->rings = kvcalloc(nr, sizeof(*g->rings), GFP_KERNEL_ACCOUNT);
-	if (!g->acct || !g->members || !g->rings)
+	g->policy_mem = kvzalloc(spw_policy_mem_size(nr), GFP_KERNEL_ACCOUNT);
+	if (kind == SPW_POLICY_CPU) {
+		g->cpu_ring = kvmalloc_array(nr_cpu_ids, sizeof(*g->cpu_ring),
+					     GFP_KERNEL_ACCOUNT);
+		if (g->cpu_ring)
+			for (i = 0; i < nr_cpu_ids; i++)
+				g->cpu_ring[i] = -1;
+	}
+	if (!g->acct || !g->members || !g->rings || !g->policy_mem ||
+	    (kind == SPW_POLICY_CPU && !g->cpu_ring))
 		goto err_free;
+	spw_policy_init(&g->policy, g->policy_mem, nr, kind, args->spill_at,
+			g->entries, get_random_u32());
 	/* from here spw_group_free() walks the arrays */
 	g->nr = nr;
 	for (i = 0; i < nr; i++) {
@@ -451,6 +508,10 @@ static struct spw_group *spw_group_alloc(unsigned int nr, unsigned int entries,
 		if (spw_ring_init(&g->rings[i], g, i))
 			goto err_free;
 	}
+	/* nobody else sees @g yet: no lock needed to file the rings */
+	spw_clock_now(g, &clock);
+	for (i = 0; i < nr; i++)
+		spw_sum_refile(&g->policy, g->acct, i, &clock);
 	return g;
 
 err_free:
@@ -458,42 +519,50 @@ err_free:
 	return NULL;
 }
 
+/*
+ * May the caller make @sock a member? A TCP listener of this network
+ * namespace, and the caller's own.
+ */
+static int spw_member_vet(struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+
+	if (!sk || sk->sk_type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP ||
+	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6))
+		return -EOPNOTSUPP;
+	if (!net_eq(sock_net(sk), current->nsproxy->net_ns))
+		return -EXDEV;
+	/*
+	 * Registering rewires how the socket's connections are served: only
+	 * its owner may, or an admin of its network namespace. Holding the fd
+	 * (say, received over SCM_RIGHTS) is not enough.
+	 */
+	if (!uid_eq(sock->file->f_cred->euid, current_euid()) &&
+	    !ns_capable(sock_net(sk)->user_ns, CAP_NET_ADMIN))
+		return -EPERM;
+	if (READ_ONCE(sk->sk_state) != TCP_LISTEN)
+		return -EINVAL;
+	return 0;
+}
+
 /* Look up and vet one member socket; the reference is kept on success. */
 static int spw_member_attach(struct spw_group *g, unsigned int idx, int fd)
 {
-	struct spw_member *m = &g->members[idx];
 	struct socket *sock;
-	struct sock *sk;
 	unsigned int i;
 	int err;
 
 	sock = sockfd_lookup(fd, &err);
 	if (!sock)
 		return err;		/* -EBADF or -ENOTSOCK */
-	sk = sock->sk;
-	err = -EOPNOTSUPP;
-	if (!sk || sk->sk_type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP ||
-	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6))
-		goto err_put;
-	err = -EXDEV;
-	if (!net_eq(sock_net(sk), current->nsproxy->net_ns))
-		goto err_put;
-	/*
-	 * Registering rewires how the socket's connections are served: only
-	 * its owner may, or an admin of its network namespace. Holding the fd
-	 * (say, received over SCM_RIGHTS) is not enough.
-	 */
-	err = -EPERM;
-	if (!uid_eq(sock->file->f_cred->euid, current_euid()) &&
-	    !ns_capable(sock_net(sk)->user_ns, CAP_NET_ADMIN))
+	err = spw_member_vet(sock);
+	if (err)
 		goto err_put;
 	err = -EINVAL;
-	if (READ_ONCE(sk->sk_state) != TCP_LISTEN)
-		goto err_put;
 	for (i = 0; i < idx; i++)
 		if (g->members[i].sock == sock)
 			goto err_put;	/* duplicate member */
-	m->sock = sock;
+	g->members[idx].sock = sock;
 	return 0;
 
 err_put:
@@ -501,51 +570,41 @@ err_put:
 	return err;
 }
 
-long spw_group_create(struct spw_group_create __user *uarg)
+/* Checks shared by GROUP_CREATE and GROUP_LISTEN, for @nr members. */
+static int spw_params_check(const struct spw_group_create *args, u32 nr)
 {
-	struct spw_group_create args;
-	unsigned int entries, i;
-	struct spw_group *g;
-	s32 *fds;
+	unsigned int i;
+
+	if (args->flags & ~SPW_GROUP_F_ALL)
+		return -EINVAL;
+	for (i = 0; i < ARRAY_SIZE(args->resv); i++)
+		if (args->resv[i])
+			return -EINVAL;
+	if (!nr)
+		return -EINVAL;
+	if (nr > SPW_MAX_MEMBERS)
+		return -E2BIG;
+	if (!is_power_of_2(args->ring_entries) ||
+	    args->ring_entries > SPW_MAX_RING_ENTRIES)
+		return -EINVAL;
+	if (nr * args->ring_entries > SPW_MAX_GROUP_SLOTS)
+		return -E2BIG;
+	if (args->stall_ms != SPW_STALL_OFF && args->stall_ms > 3600 * MSEC_PER_SEC)
+		return -EINVAL;
+	if (args->policy > SPW_POLICY_MAX || args->spill_at > args->ring_entries)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * Every member is attached: hook them, start placing and return the group
+ * fd; or undo everything, disturbing no client. Consumes @g.
+ */
+static long spw_group_publish(struct spw_group *g, u32 flags)
+{
+	unsigned int i;
 	int fd, err;
 
-	if (copy_from_user(&args, uarg, sizeof(args)))
-		return -EFAULT;
-	if (args.flags & ~SPW_GROUP_F_ALL)
-		return -EINVAL;
-	for (i = 0; i < ARRAY_SIZE(args.resv); i++)
-		if (args.resv[i])
-			return -EINVAL;
-	if (!args.nr_fds)
-		return -EINVAL;
-	if (args.nr_fds > SPW_MAX_MEMBERS)
-		return -E2BIG;
-	entries = args.ring_entries;
-	if (!is_power_of_2(entries) || entries > SPW_MAX_RING_ENTRIES)
-		return -EINVAL;
-	if (args.nr_fds * entries > SPW_MAX_GROUP_SLOTS)
-		return -E2BIG;
-	if (args.stall_ms != SPW_STALL_OFF && args.stall_ms > 3600 * MSEC_PER_SEC)
-		return -EINVAL;
-
-	fds = kvmalloc_array(args.nr_fds, sizeof(*fds), GFP_KERNEL);
-	if (!fds)
-		return -ENOMEM;
-	if (copy_from_user(fds, u64_to_user_ptr(args.fds),
-			   array_size(args.nr_fds, sizeof(*fds)))) {
-		err = -EFAULT;
-		goto err_fds;
-	}
-	g = spw_group_alloc(args.nr_fds, entries, args.stall_ms);
-	if (!g) {
-		err = -ENOMEM;
-		goto err_fds;
-	}
-	for (i = 0; i < g->nr; i++) {
-		err = spw_member_attach(g, i, fds[i]);
-		if (err)
-			goto err_group;
-	}
 	for (i = 0; i < g->nr; i++) {
 		err = spw_member_hook(&g->members[i]);
 		if (err)
@@ -566,7 +625,7 @@ long spw_group_create(struct spw_group_create __user *uarg)
 	spin_unlock_bh(&g->lock);
 
 	fd = spw_anon_fd("[spillway-group]", &spw_group_fops, g,
-			 O_RDWR | (args.flags & SPW_GROUP_F_CLOEXEC ? O_CLOEXEC : 0));
+			 O_RDWR | (flags & SPW_GROUP_F_CLOEXEC ? O_CLOEXEC : 0));
 	if (fd < 0) {
 		err = fd;
 		refcount_dec(&g->ref);
@@ -578,14 +637,154 @@ long spw_group_create(struct spw_group_create __user *uarg)
 	/* carry out what was held; the work finds nothing if none was */
 	mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
 	spw_group_put(g);
-	kvfree(fds);
 	return fd;
 
 err_group:
 	spw_group_destroy(g, false);
-err_fds:
+	return err;
+}
+
+long spw_group_create(struct spw_group_create __user *uarg)
+{
+	struct spw_group_create args;
+	struct spw_group *g;
+	unsigned int i;
+	s32 *fds;
+	int err;
+
+	if (copy_from_user(&args, uarg, sizeof(args)))
+		return -EFAULT;
+	err = spw_params_check(&args, args.nr_fds);
+	if (err)
+		return err;
+
+	fds = kvmalloc_array(args.nr_fds, sizeof(*fds), GFP_KERNEL);
+	if (!fds)
+		return -ENOMEM;
+	if (copy_from_user(fds, u64_to_user_ptr(args.fds),
+			   array_size(args.nr_fds, sizeof(*fds)))) {
+		err = -EFAULT;
+		goto out;
+	}
+	g = spw_group_alloc(args.nr_fds, &args);
+	if (!g) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < g->nr; i++) {
+		err = spw_member_attach(g, i, fds[i]);
+		if (err) {
+			spw_group_destroy(g, false);
+			goto out;
+		}
+	}
+	err = spw_group_publish(g, args.flags);
+out:
 	kvfree(fds);
 	return err;
+}
+
+/*
+ * Make one listener for GROUP_LISTEN, as the caller would: sock_create()
+ * in the caller's network namespace (the LSM create hooks run and label it
+ * as the caller's), a file with the caller's credentials, SO_REUSEPORT,
+ * bind() (inet_bind() checks CAP_NET_BIND_SERVICE for a low port against
+ * the caller) and listen() with the backlog capped as listen() caps it.
+ * The bind and listen LSM hooks (security_socket_bind/listen) are not
+ * exported to modules and do not run: docs/architecture.md.
+ */
+static int spw_member_make(struct spw_group *g, unsigned int idx,
+			   struct sockaddr_storage *addr, int addrlen,
+			   int backlog)
+{
+	struct socket *sock;
+	struct file *file;
+	int err, somaxconn;
+
+	err = sock_create(addr->ss_family, SOCK_STREAM, IPPROTO_TCP, &sock);
+	if (err)
+		return err;
+	file = sock_alloc_file(sock, 0, NULL);
+	if (IS_ERR(file))
+		return PTR_ERR(file);	/* released @sock */
+	/* from here the group's reference on the file releases it */
+	g->members[idx].sock = sock;
+	sock_set_reuseport(sock->sk);
+	err = kernel_bind(sock, (struct sockaddr *)addr, addrlen);
+	if (err)
+		return err;
+	/* port 0: the first member's port, chosen by bind, for all */
+	if (!idx && ((struct sockaddr_in *)addr)->sin_port == 0) {
+		struct sockaddr_storage got = {};
+
+		err = kernel_getsockname(sock, (struct sockaddr *)&got);
+		if (err < 0)
+			return err;
+		/* sin_port and sin6_port are at the same offset */
+		((struct sockaddr_in *)addr)->sin_port =
+			((struct sockaddr_in *)&got)->sin_port;
+	}
+	somaxconn = READ_ONCE(sock_net(sock->sk)->core.sysctl_somaxconn);
+	if ((unsigned int)backlog > somaxconn)
+		backlog = somaxconn;
+	return kernel_listen(sock, backlog);
+}
+
+long spw_group_listen(struct spw_group_listen __user *uarg)
+{
+	struct spw_group_listen args;
+	struct sockaddr_storage addr = {};
+	struct spw_group *g;
+	unsigned int i;
+	int err;
+
+	if (copy_from_user(&args, uarg, sizeof(args)))
+		return -EFAULT;
+	if (args.resv0 || args.params.fds || args.params.nr_fds)
+		return -EINVAL;
+	err = spw_params_check(&args.params, args.nr);
+	if (err)
+		return err;
+	if (args.addrlen < sizeof(struct sockaddr_in) ||
+	    args.addrlen > sizeof(addr))
+		return -EINVAL;
+	if (copy_from_user(&addr, u64_to_user_ptr(args.addr), args.addrlen))
+		return -EFAULT;
+	if (addr.ss_family != AF_INET && addr.ss_family != AF_INET6)
+		return -EAFNOSUPPORT;
+
+	g = spw_group_alloc(args.nr, &args.params);
+	if (!g)
+		return -ENOMEM;
+	for (i = 0; i < g->nr; i++) {
+		err = spw_member_make(g, i, &addr, args.addrlen, args.backlog);
+		if (err) {
+			spw_group_destroy(g, false);
+			return err;
+		}
+		/* ours from birth: no other group can hold it */
+	}
+	return spw_group_publish(g, args.params.flags);
+}
+
+/* A new fd for a member's listener, for the holder of the group fd. */
+static long spw_member_listener(struct spw_group *g,
+				struct spw_member_listener __user *uarg)
+{
+	struct spw_member_listener args;
+	struct file *file;
+	int fd;
+
+	if (copy_from_user(&args, uarg, sizeof(args)))
+		return -EFAULT;
+	if (args.flags & ~SPW_RING_OPEN_F_ALL || args.member >= g->nr)
+		return -EINVAL;
+	fd = get_unused_fd_flags(args.flags & SPW_RING_OPEN_F_CLOEXEC ? O_CLOEXEC : 0);
+	if (fd < 0)
+		return fd;
+	file = get_file(g->members[args.member].sock->file);
+	fd_install(fd, file);
+	return fd;
 }
 
 long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg)
@@ -660,6 +859,8 @@ static long spw_group_ioctl(struct file *file, unsigned int cmd,
 		return spw_ring_open(g, uarg);
 	case SPW_IOC_GROUP_STATS:
 		return spw_group_stats(g, uarg);
+	case SPW_IOC_MEMBER_LISTENER:
+		return spw_member_listener(g, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -671,23 +872,43 @@ static int spw_group_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
+static const char *spw_policy_name(unsigned int kind)
+{
+	switch (kind) {
+	case SPW_POLICY_ORIGIN:
+		return "origin";
+	case SPW_POLICY_LEAST:
+		return "least";
+	case SPW_POLICY_P2C:
+		return "p2c";
+	case SPW_POLICY_CPU:
+		return "cpu";
+	default:
+		return "?";
+	}
+}
+
 /* /proc/PID/fdinfo/FD of a group fd: one line per member, for operators. */
 static void spw_group_show_fdinfo(struct seq_file *m, struct file *file)
 {
 	struct spw_group *g = file->private_data;
 	unsigned int i;
 
-	seq_printf(m, "spw-members:\t%u\nspw-ring-entries:\t%u\n", g->nr,
-		   g->entries);
+	seq_printf(m, "spw-group-id:\t%llu\nspw-members:\t%u\nspw-ring-entries:\t%u\n",
+		   g->id, g->nr, g->entries);
+	seq_printf(m, "spw-policy:\t%s\nspw-spill-at:\t%u\nspw-stall-ms:\t%d\n",
+		   spw_policy_name(g->policy.kind), g->policy.spill_at,
+		   g->stall == SPW_STALL_NEVER ? -1 : (int)g->stall_ms);
 	spin_lock_bh(&g->lock);
 	for (i = 0; i < g->nr; i++) {
 		const struct spw_counters *c = &g->members[i].st;
 
 		seq_printf(m,
-			   "spw-member-%u:\tstate=%u arrived=%llu delivered=%llu spilled_out=%llu spilled_in=%llu dropped=%llu rehomed=%llu outstanding=%u\n",
+			   "spw-member-%u:\tstate=%u arrived=%llu delivered=%llu spilled_out=%llu spilled_in=%llu dropped=%llu rehomed=%llu outstanding=%u waiting=%u polled=%u\n",
 			   i, g->rings[i].state, c->arrived, c->delivered,
 			   c->spilled_out, c->spilled_in, c->dropped, c->rehomed,
-			   spw_ring_outstanding(&g->acct[i]));
+			   spw_ring_outstanding(&g->acct[i]), g->acct[i].waiting,
+			   g->acct[i].polled);
 	}
 	spin_unlock_bh(&g->lock);
 }

@@ -18,9 +18,10 @@
  *                     process context and the stall timer, and with plain
  *                     spin_lock() inside spw_member_wake() (softirq or
  *                     process context, hard IRQs already off under the
- *                     wait-queue lock). Protects acct[], every ring's token
- *                     FIFO, every member's counters, @assigned and
- *                     @drop_pending, @cursor, @placing and @steal_seq.
+ *                     wait-queue lock). Protects acct[], @policy (the
+ *                     summary), @cpu_ring, every ring's token FIFO, every
+ *                     member's counters, @assigned and @drop_pending,
+ *                     @placing, @stalled_work and @steal_seq.
  *                     Never held across anything that sleeps; never held
  *                     while taking a listener's wait-queue lock.
  *
@@ -69,6 +70,7 @@ struct spw_member {
 	/* on sock->wq.wait while @hooked: how arrivals reach us */
 	struct wait_queue_entry wait;
 	struct hlist_node registry;	/* in spw_registry while registered */
+	struct spw_addr bound;		/* the listener's address, for CQEs it serves */
 	u32 saved_backlog;		/* sk_max_ack_backlog before we raised it */
 	u32 raised_backlog;		/* what we set; 0: left as it was */
 	bool registered;
@@ -110,6 +112,8 @@ struct spw_ring {
 
 	struct mutex post_lock;
 	wait_queue_head_t wq;
+	/* steal_seq at the consumer's last enter: poll reports a steal since */
+	unsigned int seen_seq;
 };
 
 struct spw_group {
@@ -124,9 +128,17 @@ struct spw_group {
 	bool hold_drops;		/* under lock: create not finished */
 	unsigned int nr;
 	unsigned int entries;
-	unsigned int cursor;		/* where the next sibling scan starts */
+	u64 id;				/* unique while the module is loaded (fdinfo) */
 	u64 stale;			/* tokens whose accept found nothing */
 	unsigned long stall;		/* jiffies; SPW_STALL_NEVER: off */
+	unsigned int stall_ms;		/* as asked, for fdinfo */
+	/* the placement policy and its summary of where each ring stands */
+	struct spw_policy policy;
+	void *policy_mem;
+	/* SPW_POLICY_CPU: [nr_cpu_ids], the ring whose consumer last ran there */
+	int *cpu_ring;
+	/* the stall timer found stalled work: idle consumers look for a victim */
+	bool stalled_work;
 	/*
 	 * Fires a stall time after a token lands on a ring whose consumer is
 	 * not waiting; if the token still waits, idle consumers are woken to
@@ -150,6 +162,8 @@ int spw_anon_fd(const char *name, const struct file_operations *fops,
 
 /* spw_group.c */
 long spw_group_create(struct spw_group_create __user *uarg);
+long spw_group_listen(struct spw_group_listen __user *uarg);
+void spw_refile_locked(struct spw_group *g, unsigned int idx);
 void spw_clock_now(const struct spw_group *g, struct spw_clock *c);
 bool spw_ring_steal_locked(struct spw_ring *r);
 void spw_group_put(struct spw_group *g);
@@ -162,6 +176,8 @@ void spw_ring_work_posted_locked(struct spw_ring *r);
 /* spw_ring.c */
 long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg);
 int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx);
+struct sockaddr_storage;
+void spw_addr_fill(struct spw_addr *a, const struct sockaddr_storage *ss);
 void spw_ring_free(struct spw_ring *r);
 
 #endif /* SPW_INTERNAL_H */

@@ -104,6 +104,8 @@ static long spw_ctl_ioctl(struct file *file, unsigned int cmd,
 	switch (cmd) {
 	case SPW_IOC_GROUP_CREATE:
 		return spw_group_create((void __user *)arg);
+	case SPW_IOC_GROUP_LISTEN:
+		return spw_group_listen((void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -129,7 +131,12 @@ static void spw_check_layout(void)
 	BUILD_BUG_ON(sizeof(struct spw_ring_open) != 40);
 	BUILD_BUG_ON(sizeof(struct spw_enter) != 24);
 	BUILD_BUG_ON(sizeof(struct spw_addr) != 32);
-	BUILD_BUG_ON(sizeof(struct spw_cqe) != 80);
+	BUILD_BUG_ON(sizeof(struct spw_cqe) != 112);
+	BUILD_BUG_ON(sizeof(struct spw_group_listen) != 64);
+	BUILD_BUG_ON(SPW_KIND_ORIGIN != SPW_POLICY_ORIGIN);
+	BUILD_BUG_ON(SPW_KIND_LEAST != SPW_POLICY_LEAST);
+	BUILD_BUG_ON(SPW_KIND_P2C != SPW_POLICY_P2C);
+	BUILD_BUG_ON(SPW_KIND_CPU != SPW_POLICY_CPU);
 	BUILD_BUG_ON(offsetof(struct spw_ring_hdr, tail) != 64);
 	BUILD_BUG_ON(offsetof(struct spw_ring_hdr, delivered) != 128);
 	BUILD_BUG_ON(SPW_ACCEPT_NONBLOCK != O_NONBLOCK);

@@ -1,55 +1,232 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * spw_policy.c - the least-full choice; see spw_policy.h.
+ * spw_policy.c - the placement policies and their summary; see spw_policy.h.
  */
 #include "spw_policy.h"
 
-/* Least-outstanding ring with room among the siblings of @origin. */
-static int spw_scan(const struct spw_ring_acct *rings, unsigned int nr,
-		    unsigned int origin, unsigned int start,
-		    const struct spw_clock *clock, int want_responsive)
+static unsigned long *spw_bm(struct spw_policy *p, unsigned int b)
 {
-	unsigned int best_out = ~0U;
-	int best = SPW_PICK_DROP;
-	unsigned int n, i;
+	return p->map + (unsigned long)b * p->words;
+}
 
-	i = start % nr;
-	for (n = 0; n < nr; n++, i = (i + 1 == nr) ? 0 : i + 1) {
-		const struct spw_ring_acct *r = &rings[i];
-		unsigned int out;
+/* First set bit of @bm at or after @from, wrapping around; -1 if none. */
+static int spw_bm_find(const unsigned long *bm, unsigned int words,
+		       unsigned int from)
+{
+	unsigned int w = from / SPW_LONG_BITS, n;
+	unsigned long cur = bm[w] & (~0UL << (from % SPW_LONG_BITS));
 
-		if (i == origin || !r->live)
-			continue;
-		if (want_responsive && !spw_ring_responsive(r, clock))
-			continue;
+	for (n = 0; n <= words; n++) {
+		if (cur)
+			return w * SPW_LONG_BITS + __builtin_ctzl(cur);
+		w = w + 1 == words ? 0 : w + 1;
+		cur = bm[w];
+	}
+	return -1;
+}
+
+static unsigned int spw_level(unsigned int out)
+{
+	if (out < SPW_SUM_EXACT)
+		return out;
+	/* 8..15 -> 8, 16..31 -> 9, ... 16384..32767 -> 19 */
+	return 5 + 31 - __builtin_clz(out);
+}
+
+unsigned long spw_policy_mem_size(unsigned int nr)
+{
+	unsigned long words = (nr + SPW_LONG_BITS - 1) / SPW_LONG_BITS;
+	unsigned long where = (nr + sizeof(long) - 1) / sizeof(long) * sizeof(long);
+
+	return where + SPW_SUM_BITMAPS * words * sizeof(long);
+}
+
+void spw_policy_init(struct spw_policy *p, void *mem, unsigned int nr,
+		     unsigned int kind, unsigned int spill_at,
+		     unsigned int entries, unsigned int seed)
+{
+	unsigned long where = (nr + sizeof(long) - 1) / sizeof(long) * sizeof(long);
+	unsigned int i, b;
+
+	p->kind = kind;
+	p->spill_at = spill_at && spill_at < entries ? spill_at : entries;
+	p->nr = nr;
+	p->words = (nr + SPW_LONG_BITS - 1) / SPW_LONG_BITS;
+	p->cursor = 0;
+	p->rnd = seed ? seed : 0x9e3779b9u;
+	p->level_mask = 0;
+	for (b = 0; b < SPW_SUM_BITMAPS; b++)
+		p->count[b] = 0;
+	p->where = mem;
+	p->map = (unsigned long *)((char *)mem + where);
+	for (i = 0; i < nr; i++)
+		p->where[i] = SPW_SUM_NONE;
+	for (i = 0; i < SPW_SUM_BITMAPS * p->words; i++)
+		p->map[i] = 0;
+}
+
+static void spw_sum_move(struct spw_policy *p, unsigned int i, unsigned int to)
+{
+	unsigned int from = p->where[i];
+	unsigned long bit = 1UL << (i % SPW_LONG_BITS);
+	unsigned int w = i / SPW_LONG_BITS;
+
+	if (from == to)
+		return;
+	if (from != SPW_SUM_NONE) {
+		spw_bm(p, from)[w] &= ~bit;
+		if (!--p->count[from] && from < SPW_SUM_LEVELS)
+			p->level_mask &= ~(1U << from);
+	}
+	if (to != SPW_SUM_NONE) {
+		spw_bm(p, to)[w] |= bit;
+		if (!p->count[to]++ && to < SPW_SUM_LEVELS)
+			p->level_mask |= 1U << to;
+	}
+	p->where[i] = to;
+}
+
+void spw_sum_refile(struct spw_policy *p, const struct spw_ring_acct *rings,
+		    unsigned int i, const struct spw_clock *clock)
+{
+	const struct spw_ring_acct *r = &rings[i];
+	unsigned int to = SPW_SUM_NONE, out;
+
+	if (r->live) {
 		out = spw_ring_outstanding(r);
-		if (out >= r->entries || out >= best_out)
+		if (out < r->entries)
+			to = spw_ring_responsive(r, clock) ? spw_level(out) : SPW_SUM_ASIDE;
+	}
+	spw_sum_move(p, i, to);
+}
+
+static int spw_filed(const struct spw_policy *p, unsigned int i)
+{
+	return p->where[i] < SPW_SUM_LEVELS;
+}
+
+/*
+ * The least loaded responsive ring with room (exact below SPW_SUM_EXACT,
+ * to a factor of two above: rings in one level tie), @home on ties, else
+ * the next one from the cursor so that ties rotate. Each candidate is re-filed before it is trusted; one that
+ * moved is looked up again. -1 when no responsive ring has room.
+ */
+static int spw_sum_least(struct spw_policy *p, const struct spw_ring_acct *rings,
+			 unsigned int home, const struct spw_clock *clock)
+{
+	while (p->level_mask) {
+		unsigned int lvl = __builtin_ctz(p->level_mask);
+		int t;
+
+		if (p->where[home] == (unsigned char)lvl)
+			return home;	/* re-filed by the caller */
+		t = spw_bm_find(spw_bm(p, lvl), p->words, p->cursor);
+		if (t < 0)
+			return -1;	/* cannot happen: the level is not empty */
+		spw_sum_refile(p, rings, t, clock);
+		if (p->where[t] == (unsigned char)lvl) {
+			p->cursor = (unsigned int)t + 1 == p->nr ? 0 : t + 1;
+			return t;
+		}
+	}
+	return -1;
+}
+
+static unsigned int spw_rand(struct spw_policy *p)
+{
+	unsigned int x = p->rnd;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	p->rnd = x;
+	return x;
+}
+
+/* The less loaded of two random siblings of @home that can take work, or -1. */
+static int spw_sum_two(struct spw_policy *p, const struct spw_ring_acct *rings,
+		       unsigned int home, const struct spw_clock *clock)
+{
+	unsigned int k, i, out, best_out = 0;
+	int best = -1;
+
+	if (p->nr < 2)
+		return -1;
+	for (k = 0; k < 2; k++) {
+		i = spw_rand(p) % (p->nr - 1);
+		if (i >= home)
+			i++;
+		spw_sum_refile(p, rings, i, clock);
+		if (!spw_filed(p, i))
 			continue;
-		best_out = out;
-		best = i;
-		if (!out)
-			break;
+		out = spw_ring_outstanding(&rings[i]);
+		if (best < 0 || out < best_out) {
+			best = i;
+			best_out = out;
+		}
 	}
 	return best;
 }
 
-int spw_pick_ring(const struct spw_ring_acct *rings, unsigned int nr,
-		  unsigned int origin, unsigned int start,
+/* A stalled ring with room: the last resort before a drop. */
+static int spw_sum_aside(struct spw_policy *p, const struct spw_ring_acct *rings,
+			 const struct spw_clock *clock)
+{
+	while (p->count[SPW_SUM_ASIDE]) {
+		int t = spw_bm_find(spw_bm(p, SPW_SUM_ASIDE), p->words, p->cursor);
+
+		if (t < 0)
+			break;
+		if (spw_ring_has_room(&rings[t]))
+			return t;
+		spw_sum_refile(p, rings, t, clock);	/* full or closed: out */
+	}
+	return SPW_PICK_DROP;
+}
+
+int spw_pick_ring(struct spw_policy *p, const struct spw_ring_acct *rings,
+		  unsigned int origin, unsigned int home,
 		  const struct spw_clock *clock)
 {
-	int origin_room, t;
+	unsigned int home_out = 0;
+	int home_ok, s, t;
 
-	if (!nr || origin >= nr)
+	if (origin >= p->nr)
 		return SPW_PICK_DROP;
-	origin_room = spw_ring_has_room(&rings[origin]);
-	if (origin_room && spw_ring_responsive(&rings[origin], clock))
-		return origin;
-	t = spw_scan(rings, nr, origin, start, clock, 1);
-	if (t != SPW_PICK_DROP)
+	if (home >= p->nr)
+		home = origin;
+	spw_sum_refile(p, rings, home, clock);
+	home_ok = spw_filed(p, home);
+	if (home_ok)
+		home_out = spw_ring_outstanding(&rings[home]);
+
+	switch (p->kind) {
+	case SPW_KIND_LEAST:
+		t = spw_sum_least(p, rings, home, clock);
+		break;
+	case SPW_KIND_P2C:
+		s = spw_sum_two(p, rings, home, clock);
+		if (home_ok && home_out < p->spill_at &&
+		    (s < 0 || home_out <= spw_ring_outstanding(&rings[s])))
+			return home;
+		if (s >= 0 && (!home_ok || spw_ring_outstanding(&rings[s]) < home_out))
+			return s;
+		t = spw_sum_least(p, rings, home, clock);
+		break;
+	default:	/* SPW_KIND_ORIGIN, SPW_KIND_CPU: home first */
+		if (home_ok && home_out < p->spill_at)
+			return home;
+		t = spw_sum_least(p, rings, home, clock);
+		break;
+	}
+	if (t >= 0)
 		return t;
-	if (origin_room)
+	/* no responsive ring has room */
+	if (spw_ring_has_room(&rings[home]))
+		return home;
+	if (spw_ring_has_room(&rings[origin]))
 		return origin;
-	return spw_scan(rings, nr, origin, start, clock, 0);
+	return spw_sum_aside(p, rings, clock);
 }
 
 int spw_pick_victim(const struct spw_ring_acct *rings, unsigned int nr,

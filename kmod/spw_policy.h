@@ -13,7 +13,7 @@
 
 /*
  * Accounting of one ring, as the policy sees it. The module keeps these in
- * one array per group so a scan over siblings walks contiguous memory.
+ * one array per group.
  */
 struct spw_ring_acct {
 	unsigned int entries;	/* CQ slots, a power of two */
@@ -21,7 +21,9 @@ struct spw_ring_acct {
 	unsigned int ktail;	/* kernel's own tail; never read back from user memory */
 	unsigned int live;	/* 0: consumer gone, never a target */
 	unsigned int waiting;	/* consumers asleep in enter, waiting for work */
-	unsigned int last_active; /* clock (jiffies) of the consumer's last enter */
+	unsigned int polled;	/* the consumer waits in poll/epoll/io_uring poll */
+	unsigned int last_active; /* clock (jiffies) of the consumer's last enter or poll */
+	unsigned int work_since; /* clock when work last found this ring idle, or last_active */
 	const unsigned int *khead; /* consumer's head in shared memory: untrusted */
 };
 
@@ -66,37 +68,98 @@ static inline int spw_ring_has_room(const struct spw_ring_acct *r)
 }
 
 /*
- * A consumer is responsive while it sleeps in enter or has entered within
- * the stall time. A stopped or stuck worker stops entering, so new work
- * avoids its ring and idle siblings take what waits there.
+ * A consumer is responsive while it sleeps in enter or has entered (or
+ * polled) within the stall time. A consumer that waits in poll/epoll is
+ * never "in enter", so for it the question is whether work waits on it:
+ * with none, it is idle and responsive; with some, it is responsive until
+ * that work has waited a stall time without the consumer coming back. A
+ * stopped or stuck worker stops coming back, so new work avoids its ring
+ * and idle siblings take what waits there.
  */
 static inline int spw_ring_responsive(const struct spw_ring_acct *r,
 				      const struct spw_clock *c)
 {
-	return c->stall == SPW_STALL_NEVER || r->waiting ||
-	       c->now - r->last_active < c->stall;
+	if (c->stall == SPW_STALL_NEVER || r->waiting ||
+	    c->now - r->last_active < c->stall)
+		return 1;
+	return r->polled && (!spw_ring_outstanding(r) ||
+			     c->now - r->work_since < c->stall);
 }
+
+/* The policies, numbered as SPW_POLICY_* in the uapi header (checked at build). */
+#define SPW_KIND_ORIGIN	1
+#define SPW_KIND_LEAST	2
+#define SPW_KIND_P2C	3
+#define SPW_KIND_CPU	4
+
+/*
+ * The summary: where each ring stands, so that a decision never scans the
+ * group. Every live ring whose consumer is responsive and whose ring has
+ * room is in exactly one load level (outstanding 0..7 each its own level,
+ * then one level per power of two: exact where queues are short, within a
+ * factor of two beyond); a ring found stalled with room is set aside (a
+ * last resort); a full or closed ring is in neither. The caller re-files a
+ * ring (spw_sum_refile) whenever its pending count, tail or liveness
+ * changes, and when its consumer enters or polls; a decision that finds a
+ * ring misfiled (its consumer consumed, stalled or went) re-files it and
+ * looks again, so each lookup is O(1) amortised: a few bitmaps of nr bits,
+ * at most SPW_MAX_MEMBERS / 64 words each.
+ */
+#define SPW_SUM_EXACT	8		/* levels 0..7: outstanding itself */
+#define SPW_SUM_LEVELS	20		/* then 8 + log2(out / 8), out < 32768 */
+#define SPW_SUM_ASIDE	SPW_SUM_LEVELS	/* stalled, with room */
+#define SPW_SUM_NONE	0xff		/* full or closed */
+#define SPW_SUM_BITMAPS	(SPW_SUM_LEVELS + 1)
+#define SPW_LONG_BITS	(8 * sizeof(unsigned long))
+
+struct spw_policy {
+	unsigned int kind;	/* SPW_KIND_* */
+	unsigned int spill_at;	/* 1 .. entries: spill at this many outstanding */
+	unsigned int nr;
+	unsigned int words;	/* unsigned longs per bitmap */
+	unsigned int cursor;	/* where the next lookup in a level starts */
+	unsigned int rnd;	/* xorshift32 state, never 0 */
+	unsigned int level_mask; /* bit L: level L is not empty */
+	unsigned int count[SPW_SUM_BITMAPS];
+	unsigned char *where;	/* [nr]: level, SPW_SUM_ASIDE or SPW_SUM_NONE */
+	unsigned long *map;	/* [SPW_SUM_BITMAPS][words] */
+};
+
+/* Bytes of memory spw_policy_init() needs for @nr rings. */
+unsigned long spw_policy_mem_size(unsigned int nr);
+
+/*
+ * Set up @p over @mem (spw_policy_mem_size(nr) bytes, zeroed) with no ring
+ * filed yet; file each ring with spw_sum_refile() once its accounting is
+ * set. @seed seeds P2C's choices (any value).
+ */
+void spw_policy_init(struct spw_policy *p, void *mem, unsigned int nr,
+		     unsigned int kind, unsigned int spill_at,
+		     unsigned int entries, unsigned int seed);
+
+/* File ring @i where it stands now. O(1). */
+void spw_sum_refile(struct spw_policy *p, const struct spw_ring_acct *rings,
+		    unsigned int i, const struct spw_clock *clock);
 
 #define SPW_PICK_DROP	(-1)
 
 /*
- * Choose the ring for a connection that arrived on member @origin:
- * @origin itself when it has room and its consumer is responsive (O(1),
- * the common case); otherwise the responsive live sibling with the least
- * outstanding work, scanning from @start so that ties rotate instead of
- * always landing on the same sibling (an empty one ends the scan); then
- * @origin if it has room at all; then the least-full live sibling.
- * Returns the ring index, or SPW_PICK_DROP when every live ring is full.
- * With stall == SPW_STALL_NEVER this is plain "origin, else least-full".
+ * Choose the ring for a connection that arrived on member @origin. @home
+ * is the ring the policy starts from: @origin, or for SPW_POLICY_CPU the
+ * ring whose consumer last ran on this CPU. Rings that are full, closed or
+ * stalled are chosen only when no responsive ring has room; then @home if
+ * it has room at all, then any stalled ring with room. Returns the ring
+ * index, or SPW_PICK_DROP when every live ring is full. O(1) amortised.
  */
-int spw_pick_ring(const struct spw_ring_acct *rings, unsigned int nr,
-		  unsigned int origin, unsigned int start,
+int spw_pick_ring(struct spw_policy *p, const struct spw_ring_acct *rings,
+		  unsigned int origin, unsigned int home,
 		  const struct spw_clock *clock);
 
 /*
  * The stalled ring an idle consumer should take work from: the live or
  * closed sibling of @self with the most pending tokens whose consumer is
- * not responsive, or -1.
+ * not responsive, or -1. A scan: the module runs it only after the stall
+ * timer found stalled work.
  */
 int spw_pick_victim(const struct spw_ring_acct *rings, unsigned int nr,
 		    unsigned int self, const struct spw_clock *clock);

@@ -50,6 +50,7 @@ int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx)
 	/* a ring nobody has opened yet still takes work: workers start late */
 	a->live = 1;
 	a->last_active = (unsigned int)jiffies;
+	a->work_since = a->last_active;
 	a->khead = &r->dummy_head;
 	return 0;
 }
@@ -107,7 +108,7 @@ void spw_ring_free(struct spw_ring *r)
 	r->tokens = NULL;
 }
 
-static void spw_addr_fill(struct spw_addr *a, const struct sockaddr_storage *ss)
+void spw_addr_fill(struct spw_addr *a, const struct sockaddr_storage *ss)
 {
 	memset(a, 0, sizeof(*a));
 	a->family = ss->ss_family;
@@ -161,6 +162,7 @@ static void spw_token_unget(struct spw_ring *r, u32 origin)
 static void spw_ring_token_done_locked(struct spw_ring *r, struct spw_member *m)
 {
 	spw_acct(r)->pending--;
+	spw_refile_locked(r->group, r->idx);
 	spw_token_retire_locked(m);
 }
 
@@ -223,6 +225,7 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 		cqe->flags = SPW_CQE_F_SPILLED;
 	cqe->origin = origin;
 	cqe->member = r->idx;
+	cqe->served = g->members[r->idx].bound;
 	fd_install(fd, file);
 
 	spin_lock_bh(&g->lock);
@@ -308,15 +311,26 @@ static bool spw_ring_has_tokens(struct spw_ring *r)
 	return READ_ONCE(r->tok_head) != READ_ONCE(r->tok_tail);
 }
 
-/* The consumer is here: it counts as responsive from now on. */
-static void spw_ring_touch(struct spw_ring *r, int waiting)
+/*
+ * The consumer is here (in enter, or polling the ring): it counts as
+ * responsive from now on, and the policy re-files its ring with the head
+ * it has moved since. SPW_POLICY_CPU learns where the consumer runs.
+ */
+static void spw_ring_touch(struct spw_ring *r, int waiting, bool poll)
 {
+	struct spw_group *g = r->group;
 	struct spw_ring_acct *a = spw_acct(r);
 
-	spin_lock_bh(&r->group->lock);
+	spin_lock_bh(&g->lock);
 	a->last_active = (unsigned int)jiffies;
+	a->work_since = a->last_active;
 	a->waiting += waiting;
-	spin_unlock_bh(&r->group->lock);
+	if (poll)
+		a->polled = 1;
+	if (g->cpu_ring && a->live)
+		g->cpu_ring[smp_processor_id()] = r->idx;
+	spw_refile_locked(g, r->idx);
+	spin_unlock_bh(&g->lock);
 }
 
 /* Work landed on @r, or the stall timer says a sibling's work can be taken. */
@@ -332,13 +346,13 @@ static bool spw_ring_should_wake(struct spw_ring *r, unsigned int seq)
 static void spw_ring_wait(struct spw_ring *r, unsigned int seq, bool timed,
 			  ktime_t left)
 {
-	spw_ring_touch(r, 1);
+	spw_ring_touch(r, 1, false);
 	if (timed)
 		wait_event_interruptible_hrtimeout(r->wq, spw_ring_should_wake(r, seq),
 						   left);
 	else
 		wait_event_interruptible(r->wq, spw_ring_should_wake(r, seq));
-	spw_ring_touch(r, -1);
+	spw_ring_touch(r, -1, false);
 }
 
 static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
@@ -361,11 +375,13 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 	/* more than the ring can hold would never be satisfied */
 	want = min(args.min_complete, r->group->entries);
 
-	spw_ring_touch(r, 0);
+	spw_ring_touch(r, 0, false);
 	for (;;) {
 		unsigned int seq = READ_ONCE(r->group->steal_seq);
 		ktime_t left = 0;
 
+		/* poll stops reporting this steal: we are about to look */
+		WRITE_ONCE(r->seen_seq, seq);
 		ret = spw_ring_post(r, args.accept_flags);
 		if (ret < 0 || ret >= want)
 			return ret;
@@ -402,8 +418,15 @@ static __poll_t spw_ring_poll(struct file *file, poll_table *wait)
 	struct spw_ring *r = file->private_data;
 
 	poll_wait(file, &r->wq, wait);
+	/* a consumer that waits in poll is here, and responsive while idle */
+	spw_ring_touch(r, 0, true);
+	/*
+	 * Readable: connections wait to be handed over, CQEs wait to be
+	 * reaped, or a stalled sibling's work can be taken by an enter.
+	 */
 	if (spw_ring_has_tokens(r) ||
-	    READ_ONCE(r->hdr->tail) != READ_ONCE(r->hdr->head))
+	    READ_ONCE(r->hdr->tail) != READ_ONCE(r->hdr->head) ||
+	    READ_ONCE(r->group->steal_seq) != READ_ONCE(r->seen_seq))
 		return EPOLLIN | EPOLLRDNORM;
 	return 0;
 }
@@ -442,10 +465,14 @@ static int spw_ring_activate(struct spw_ring *r)
 	a->ktail = 0;
 	a->khead = &hdr->head;
 	a->live = 1;
+	a->polled = 0;
 	a->last_active = (unsigned int)jiffies;
+	a->work_since = a->last_active;
+	r->seen_seq = g->steal_seq;
 	r->state = SPW_MEMBER_OPEN;
 	if (r->tok_head != r->tok_tail)
 		hdr->flags |= SPW_RING_F_WORK_PENDING;
+	spw_refile_locked(g, r->idx);
 	spin_unlock_bh(&g->lock);
 	return 0;
 }
@@ -466,6 +493,7 @@ static void spw_ring_deactivate(struct spw_ring *r, bool rehome)
 	spin_lock_bh(&g->lock);
 	a->live = 0;
 	r->state = SPW_MEMBER_CLOSED;
+	spw_refile_locked(g, r->idx);
 	if (rehome) {
 		spw_ring_rehome_locked(r);
 	} else {

@@ -41,3 +41,39 @@ int spw_addr_to_sockaddr(const struct spw_addr *a, struct sockaddr *sa,
 	}
 	return -EAFNOSUPPORT;
 }
+
+/*
+ * Copy out as accept() does: the whole address when it fits, else the
+ * first *len bytes; *len becomes the address's full length.
+ */
+static int spw_addr_copyout(const struct spw_addr *a, struct sockaddr *sa,
+			    socklen_t *len)
+{
+	struct sockaddr_storage ss;
+	unsigned full = sizeof(ss);
+	int ret;
+
+	if (!len)
+		return -EINVAL;
+	ret = spw_addr_to_sockaddr(a, (struct sockaddr *)&ss, &full);
+	if (ret)
+		return ret;
+	if (sa)
+		memcpy(sa, &ss, *len < full ? *len : full);
+	*len = full;
+	return 0;
+}
+
+int spw_cqe_requested_addr(const struct spw_ring *ring, const struct spw_cqe *cqe,
+			   struct sockaddr *sa, socklen_t *len)
+{
+	(void)ring;
+	return spw_addr_copyout(&cqe->local, sa, len);
+}
+
+int spw_cqe_served_addr(const struct spw_ring *ring, const struct spw_cqe *cqe,
+			struct sockaddr *sa, socklen_t *len)
+{
+	(void)ring;
+	return spw_addr_copyout(&cqe->served, sa, len);
+}

@@ -12,33 +12,80 @@
 #include "spillway.h"
 #include "syscall.h"
 
-int spw_group_create(const int *listen_fds, unsigned nr,
-		     const struct spw_group_params *p)
+/* The kernel's create arguments from the library's parameters. */
+static int spw_params_fill(struct spw_group_create *args,
+			   const struct spw_group_params *p)
 {
-	struct spw_group_create args;
-	int ctl, ret;
 	unsigned i;
 
-	memset(&args, 0, sizeof(args));
-	args.ring_entries = SPW_DEFAULT_RING_ENTRIES;
-	if (p) {
-		for (i = 0; i < sizeof(p->resv) / sizeof(p->resv[0]); i++)
-			if (p->resv[i])
-				return -EINVAL;
-		if (p->ring_entries)
-			args.ring_entries = p->ring_entries;
-		args.flags = p->flags;
-		args.stall_ms = p->stall_ms;
-	}
-	args.fds = (unsigned long)listen_fds;
-	args.nr_fds = nr;
+	memset(args, 0, sizeof(*args));
+	args->ring_entries = SPW_DEFAULT_RING_ENTRIES;
+	if (!p)
+		return 0;
+	for (i = 0; i < sizeof(p->resv) / sizeof(p->resv[0]); i++)
+		if (p->resv[i])
+			return -EINVAL;
+	if (p->ring_entries)
+		args->ring_entries = p->ring_entries;
+	args->flags = p->flags;
+	args->stall_ms = p->stall_ms;
+	args->policy = p->policy;
+	args->spill_at = p->spill_at;
+	return 0;
+}
+
+/* One ioctl on a short-lived control device fd. */
+static int spw_ctl_ioctl(unsigned long cmd, void *arg)
+{
+	int ctl, ret;
 
 	ctl = open(SPW_DEVICE_PATH, O_RDWR | O_CLOEXEC);
 	if (ctl < 0)
 		return -errno;
-	ret = __spw_ioctl(ctl, SPW_IOC_GROUP_CREATE, &args);
+	ret = __spw_ioctl(ctl, cmd, arg);
 	close(ctl);
 	return ret;
+}
+
+int spw_group_create(const int *listen_fds, unsigned nr,
+		     const struct spw_group_params *p)
+{
+	struct spw_group_create args;
+	int ret;
+
+	ret = spw_params_fill(&args, p);
+	if (ret)
+		return ret;
+	args.fds = (unsigned long)listen_fds;
+	args.nr_fds = nr;
+	return spw_ctl_ioctl(SPW_IOC_GROUP_CREATE, &args);
+}
+
+int spw_group_listen(const struct sockaddr *addr, socklen_t addrlen,
+		     unsigned nr, int backlog, const struct spw_group_params *p)
+{
+	struct spw_group_listen args;
+	int ret;
+
+	memset(&args, 0, sizeof(args));
+	ret = spw_params_fill(&args.params, p);
+	if (ret)
+		return ret;
+	args.addr = (unsigned long)addr;
+	args.addrlen = addrlen;
+	args.nr = nr;
+	args.backlog = backlog;
+	return spw_ctl_ioctl(SPW_IOC_GROUP_LISTEN, &args);
+}
+
+int spw_member_listener(int group_fd, unsigned member)
+{
+	struct spw_member_listener args;
+
+	memset(&args, 0, sizeof(args));
+	args.member = member;
+	args.flags = SPW_RING_OPEN_F_CLOEXEC;
+	return __spw_ioctl(group_fd, SPW_IOC_MEMBER_LISTENER, &args);
 }
 
 int spw_ring_open(int group_fd, unsigned member)

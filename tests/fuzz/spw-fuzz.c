@@ -405,12 +405,18 @@ static void op_group_create(void)
 	case 2: a.stall_ms = 1 + rnd(50); break;
 	default: a.stall_ms = 0; break;
 	}
+	a.policy = rnd(SPW_POLICY_MAX + 1);
+	a.spill_at = chance(30) ? rnd(8) : 0;
 	if (good) {
 		a.ring_entries = 1u << rnd(7);
 		a.flags &= SPW_GROUP_F_ALL;
+		if (a.spill_at > a.ring_entries)
+			a.spill_at = a.ring_entries;
 	} else {
 		if (chance(5))
-			a.resv[rnd(4)] = rnd_u32();
+			a.resv[rnd(2)] = rnd_u32();
+		if (chance(5))
+			a.policy = rnd_u32();
 		if (chance(4))
 			a.nr_fds = rnd_u32();
 		if (chance(3))

@@ -116,13 +116,22 @@ bool t_was_reset(int fd, int ms)
 	return read(fd, &c, 1) < 0 && errno == ECONNRESET;
 }
 
-int t_group_stall(const int *fds, unsigned n, unsigned entries, unsigned stall_ms)
+int t_group_policy(const int *fds, unsigned n, unsigned entries,
+		   unsigned stall_ms, unsigned policy, unsigned spill_at)
 {
-	struct spw_group_params p = { .ring_entries = entries, .stall_ms = stall_ms };
+	struct spw_group_params p = {
+		.ring_entries = entries, .stall_ms = stall_ms,
+		.policy = policy, .spill_at = spill_at,
+	};
 	int gfd = spw_group_create(fds, n, &p);
 
 	cr_assert_geq(gfd, 0, "spw_group_create: %s", strerror(-gfd));
 	return gfd;
+}
+
+int t_group_stall(const int *fds, unsigned n, unsigned entries, unsigned stall_ms)
+{
+	return t_group_policy(fds, n, entries, stall_ms, SPW_POLICY_ORIGIN, 0);
 }
 
 int t_group(const int *fds, unsigned n, unsigned entries)

@@ -31,6 +31,12 @@ uint32_t t_read_id(int fd);
 bool t_was_reset(int fd, int ms);
 /* A group with stall detection off: placement exactly as the claims say. */
 int t_group(const int *fds, unsigned n, unsigned entries);
+/*
+ * The tests of the claims' placement use SPW_POLICY_ORIGIN ("origin
+ * unless full or stalled"); test_policy covers the others.
+ */
+int t_group_policy(const int *fds, unsigned n, unsigned entries,
+		   unsigned stall_ms, unsigned policy, unsigned spill_at);
 /* A group with stall detection after @stall_ms (0: the default). */
 int t_group_stall(const int *fds, unsigned n, unsigned entries, unsigned stall_ms);
 /* Open member @m's ring and map it. */

@@ -33,7 +33,7 @@ static int raw_create(const int *fds, unsigned nr, unsigned entries,
 	};
 	int ctl = ctl_fd(), ret;
 
-	a.resv[3] = resv3;
+	a.resv[1] = resv3;
 	ret = ioctl(ctl, SPW_IOC_GROUP_CREATE, &a);
 	ret = ret < 0 ? -errno : ret;
 	close(ctl);

@@ -1,30 +1,44 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_policy: the least-full choice and the ring arithmetic the module
- * compiles (kmod/spw_policy.c, the very same source).
+ * test_policy: the placement policies, their summary and the ring
+ * arithmetic the module compiles (kmod/spw_policy.c, the very same source).
  */
 #include <criterion/criterion.h>
 #include <limits.h>
+#include <stdlib.h>
 
 #include "spw_policy.h"
 
 #define N 8
+#define BIG 1024
 
 /* Stall detection off: the claims' plain "origin, else least-full". */
 static const struct spw_clock never = { .now = 0, .stall = SPW_STALL_NEVER };
 
-static unsigned heads[N];
-static struct spw_ring_acct rings[N];
+static unsigned heads[BIG];
+static struct spw_ring_acct rings[BIG];
+static struct spw_policy pol;
+static unsigned long mem[4096];
+static unsigned nr_rings;
 
-/* nr rings of @entries slots, all empty and live. */
-static void setup_rings(unsigned nr, unsigned entries)
+/* nr rings of @entries slots, all empty and live, under policy @kind. */
+static void setup_policy(unsigned nr, unsigned entries, unsigned kind,
+			 unsigned spill_at)
 {
+	cr_assert_leq(spw_policy_mem_size(nr), sizeof(mem));
+	nr_rings = nr;
 	for (unsigned i = 0; i < nr; i++) {
 		heads[i] = 0;
 		rings[i] = (struct spw_ring_acct){
 			.entries = entries, .live = 1, .khead = &heads[i],
 		};
 	}
+	spw_policy_init(&pol, mem, nr, kind, spill_at, entries, 12345);
+}
+
+static void setup_rings(unsigned nr, unsigned entries)
+{
+	setup_policy(nr, entries, SPW_KIND_ORIGIN, 0);
 }
 
 /* Put @pending tokens and @posted unconsumed CQEs on ring @i. */
@@ -32,6 +46,24 @@ static void load(unsigned i, unsigned pending, unsigned posted)
 {
 	rings[i].pending = pending;
 	heads[i] = rings[i].ktail - posted;
+}
+
+/*
+ * The module re-files a ring whenever its accounting changes; the tests
+ * change rings[] directly, so re-file them all before each decision.
+ */
+static int pick_at(unsigned nr, unsigned origin, unsigned home,
+		   const struct spw_clock *c)
+{
+	cr_assert_eq(nr, nr_rings);
+	for (unsigned i = 0; i < nr; i++)
+		spw_sum_refile(&pol, rings, i, c);
+	return spw_pick_ring(&pol, rings, origin, home, c);
+}
+
+static int pick(unsigned nr, unsigned origin, const struct spw_clock *c)
+{
+	return pick_at(nr, origin, origin, c);
 }
 
 Test(ring, posted_wraps_around_u32)
@@ -71,7 +103,7 @@ Test(pick, origin_with_room_keeps_the_connection)
 {
 	setup_rings(4, 4);
 	load(2, 3, 0);
-	cr_expect_eq(spw_pick_ring(rings, 4, 2, 0, &never), 2);
+	cr_expect_eq(pick(4, 2, &never), 2);
 }
 
 Test(pick, full_origin_spills_to_least_full)
@@ -81,7 +113,7 @@ Test(pick, full_origin_spills_to_least_full)
 	load(1, 2, 1);
 	load(2, 1, 0);
 	load(3, 1, 2);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 0, &never), 2);
+	cr_expect_eq(pick(4, 0, &never), 2);
 }
 
 Test(pick, posted_cqes_count_as_well_as_pending)
@@ -90,19 +122,19 @@ Test(pick, posted_cqes_count_as_well_as_pending)
 	load(0, 0, 4);			/* full of unconsumed CQEs */
 	load(1, 0, 3);
 	load(2, 2, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), 2);
+	cr_expect_eq(pick(3, 0, &never), 2);
 }
 
-Test(pick, ties_rotate_with_the_start_cursor)
+Test(pick, ties_rotate)
 {
 	setup_rings(4, 4);
 	load(0, 4, 0);
 	for (unsigned i = 1; i < 4; i++)
 		load(i, 1, 0);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 0, &never), 1);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 2, &never), 2);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 3, &never), 3);
-	cr_expect_eq(spw_pick_ring(rings, 4, 0, 4, &never), 1);	/* wraps */
+	cr_expect_eq(pick(4, 0, &never), 1);
+	cr_expect_eq(pick(4, 0, &never), 2);
+	cr_expect_eq(pick(4, 0, &never), 3);
+	cr_expect_eq(pick(4, 0, &never), 1);	/* wraps */
 }
 
 Test(pick, all_full_drops)
@@ -110,7 +142,7 @@ Test(pick, all_full_drops)
 	setup_rings(4, 4);
 	for (unsigned i = 0; i < 4; i++)
 		load(i, i, 4 - i);
-	cr_expect_eq(spw_pick_ring(rings, 4, 1, 0, &never), SPW_PICK_DROP);
+	cr_expect_eq(pick(4, 1, &never), SPW_PICK_DROP);
 }
 
 Test(pick, dead_rings_are_never_targets)
@@ -119,22 +151,22 @@ Test(pick, dead_rings_are_never_targets)
 	load(0, 4, 0);
 	rings[1].live = 0;		/* empty, but its consumer is gone */
 	load(2, 3, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), 2);
+	cr_expect_eq(pick(3, 0, &never), 2);
 	load(2, 4, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), SPW_PICK_DROP);
+	cr_expect_eq(pick(3, 0, &never), SPW_PICK_DROP);
 	/* a dead origin spills even when its own counters look empty */
 	rings[0].live = 0;
 	load(0, 0, 0);
 	load(2, 1, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), 2);
+	cr_expect_eq(pick(3, 0, &never), 2);
 }
 
 Test(pick, single_member_group)
 {
 	setup_rings(1, 2);
-	cr_expect_eq(spw_pick_ring(rings, 1, 0, 0, &never), 0);
+	cr_expect_eq(pick(1, 0, &never), 0);
 	load(0, 2, 0);
-	cr_expect_eq(spw_pick_ring(rings, 1, 0, 0, &never), SPW_PICK_DROP);
+	cr_expect_eq(pick(1, 0, &never), SPW_PICK_DROP);
 }
 
 Test(pick, garbage_head_on_a_sibling_is_not_room)
@@ -144,7 +176,7 @@ Test(pick, garbage_head_on_a_sibling_is_not_room)
 	rings[1].ktail = 10;
 	heads[1] = 50;			/* would read as "lots of room" unclamped */
 	load(2, 2, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &never), 2);
+	cr_expect_eq(pick(3, 0, &never), 2);
 }
 
 /* Drive a ring to capacity through the policy alone: exactly entries fit. */
@@ -154,7 +186,7 @@ Test(pick, capacity_is_exact)
 
 	setup_rings(N, 8);
 	for (;;) {
-		int t = spw_pick_ring(rings, N, 3, placed, &never);
+		int t = pick(N, 3, &never);
 
 		if (t == SPW_PICK_DROP)
 			break;
@@ -186,9 +218,9 @@ Test(stall, stalled_origin_with_room_sends_work_to_a_responsive_sibling)
 	activity(1, 995, 0);		/* entered 5 ticks ago */
 	activity(2, 0, 1);		/* asleep in enter: responsive */
 	load(1, 3, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 2);
+	cr_expect_eq(pick(3, 0, &at_1000), 2);
 	load(2, 5, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 1);
+	cr_expect_eq(pick(3, 0, &at_1000), 1);
 }
 
 Test(stall, responsive_origin_keeps_its_work)
@@ -196,7 +228,7 @@ Test(stall, responsive_origin_keeps_its_work)
 	setup_rings(3, 8);
 	activity(0, 990, 0);
 	activity(1, 0, 1);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 0);
+	cr_expect_eq(pick(3, 0, &at_1000), 0);
 }
 
 Test(stall, nobody_responsive_falls_back_to_origin_then_least_full)
@@ -205,10 +237,10 @@ Test(stall, nobody_responsive_falls_back_to_origin_then_least_full)
 	for (unsigned i = 0; i < 3; i++)
 		activity(i, 0, 0);
 	load(1, 1, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 0);
+	cr_expect_eq(pick(3, 0, &at_1000), 0);
 	load(0, 4, 0);
 	load(2, 2, 0);
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 1);
+	cr_expect_eq(pick(3, 0, &at_1000), 1);
 }
 
 Test(stall, responsive_sibling_must_have_room)
@@ -220,7 +252,7 @@ Test(stall, responsive_sibling_must_have_room)
 	load(1, 4, 0);			/* responsive but full */
 	load(2, 1, 0);
 	/* origin stalled but with room beats a stalled sibling */
-	cr_expect_eq(spw_pick_ring(rings, 3, 0, 0, &at_1000), 0);
+	cr_expect_eq(pick(3, 0, &at_1000), 0);
 }
 
 Test(stall, clock_wraps_without_false_stalls)
@@ -230,9 +262,9 @@ Test(stall, clock_wraps_without_false_stalls)
 	setup_rings(2, 4);
 	activity(0, 0xfffffff0u, 0);	/* 21 ticks ago, across the wrap */
 	activity(1, 0, 1);
-	cr_expect_eq(spw_pick_ring(rings, 2, 0, 0, &wrapped), 1);
+	cr_expect_eq(pick(2, 0, &wrapped), 1);
 	activity(0, 0xfffffffeu, 0);	/* 7 ticks ago */
-	cr_expect_eq(spw_pick_ring(rings, 2, 0, 0, &wrapped), 0);
+	cr_expect_eq(pick(2, 0, &wrapped), 0);
 }
 
 Test(stall, victim_is_the_stalled_ring_with_most_waiting)
@@ -251,4 +283,145 @@ Test(stall, victim_is_the_stalled_ring_with_most_waiting)
 	load(1, 0, 0);
 	cr_expect_eq(spw_pick_victim(rings, 4, 0, &at_1000), -1);
 	cr_expect_eq(spw_pick_victim(rings, 4, 0, &never), -1, "stall detection off");
+}
+
+/* The policies' defining choices. */
+
+Test(policy, least_joins_the_shortest_queue_origin_on_ties)
+{
+	setup_policy(4, 16, SPW_KIND_LEAST, 0);
+	load(0, 2, 0);
+	load(1, 1, 1);
+	load(2, 1, 0);
+	load(3, 3, 0);
+	cr_expect_eq(pick(4, 0, &never), 2, "origin has room, but 2 is shorter");
+	load(0, 1, 0);
+	cr_expect_eq(pick(4, 0, &never), 0, "a tie keeps the origin");
+}
+
+Test(policy, origin_keeps_work_until_spill_at)
+{
+	setup_policy(3, 16, SPW_KIND_ORIGIN, 4);
+	load(0, 3, 0);
+	cr_expect_eq(pick(3, 0, &never), 0);
+	load(0, 4, 0);			/* at spill_at: spill though not full */
+	load(1, 2, 0);
+	load(2, 1, 0);
+	cr_expect_eq(pick(3, 0, &never), 2);
+	load(1, 5, 0);
+	load(2, 6, 0);			/* nobody shorter: stay */
+	cr_expect_eq(pick(3, 0, &never), 0);
+}
+
+Test(policy, p2c_compares_the_origin_with_a_random_sibling)
+{
+	/* two members: the "random sibling" is always the other one */
+	setup_policy(2, 16, SPW_KIND_P2C, 0);
+	load(0, 3, 0);
+	load(1, 1, 0);
+	cr_expect_eq(pick(2, 0, &never), 1);
+	load(1, 3, 0);
+	cr_expect_eq(pick(2, 0, &never), 0, "a tie keeps the origin");
+	load(0, 16, 0);
+	cr_expect_eq(pick(2, 0, &never), 1, "a full origin spills");
+}
+
+Test(policy, p2c_samples_only_siblings_and_spreads)
+{
+	unsigned hits[N] = { 0 };
+
+	setup_policy(N, 64, SPW_KIND_P2C, 0);
+	load(0, 10, 0);			/* a busy origin: every pick leaves it */
+	for (unsigned k = 0; k < 700; k++) {
+		int t = pick(N, 0, &never);
+
+		cr_assert(t > 0 && t < N, "pick %d", t);
+		hits[t]++;
+	}
+	for (unsigned i = 1; i < N; i++)
+		cr_expect_gt(hits[i], 50, "ring %u chosen %u times of 700", i, hits[i]);
+}
+
+Test(policy, cpu_prefers_the_ring_that_runs_here)
+{
+	setup_policy(4, 16, SPW_KIND_CPU, 0);
+	load(0, 1, 0);
+	cr_expect_eq(pick_at(4, 0, 3, &never), 3, "home 3 has room");
+	load(3, 16, 0);
+	cr_expect_eq(pick_at(4, 0, 3, &never), 1, "home full: least loaded");
+	cr_expect_eq(pick_at(4, 0, 99, &never), 0, "no home: the origin");
+}
+
+/*
+ * A consumer waiting in poll/epoll never sleeps in enter: it is
+ * responsive while nothing waits for it, and until work has waited a
+ * stall time.
+ */
+Test(policy, poll_consumer_is_responsive_while_idle)
+{
+	const struct spw_clock t = { .now = 1000, .stall = 20 };
+
+	setup_policy(2, 16, SPW_KIND_ORIGIN, 0);
+	rings[0].last_active = 100;	/* polled long ago, idle since */
+	rings[0].polled = 1;
+	rings[1].waiting = 1;
+	cr_expect_eq(pick(2, 0, &t), 0, "idle in epoll: responsive");
+	load(0, 1, 0);
+	rings[0].work_since = 990;
+	cr_expect_eq(pick(2, 0, &t), 0, "work waits 10 < 20 ticks");
+	rings[0].work_since = 970;
+	cr_expect_eq(pick(2, 0, &t), 1, "work waited 30 ticks: stalled");
+	rings[0].polled = 0;
+	load(0, 0, 0);
+	cr_expect_eq(pick(2, 0, &t), 1, "not polled, away 900 ticks: stalled");
+}
+
+/*
+ * The summary against a full scan: over random loads, stalls and
+ * closures, LEAST picks a ring whose load is the least among responsive
+ * rings with room (exactly below SPW_SUM_EXACT, within 2x above), and
+ * drops only when no live ring has room.
+ */
+Test(summary, least_matches_a_full_scan, .timeout = 30)
+{
+	const struct spw_clock t = { .now = 5000, .stall = 20 };
+	unsigned seed = 1;
+
+	setup_policy(BIG, 64, SPW_KIND_LEAST, 0);
+	for (unsigned i = 0; i < BIG; i++) {
+		rings[i].waiting = 1;
+		spw_sum_refile(&pol, rings, i, &t);
+	}
+	for (unsigned k = 0; k < 20000; k++) {
+		unsigned i = (seed = seed * 1103515245 + 12345) % BIG, best = ~0u;
+		unsigned origin = (seed >> 8) % BIG;
+		int got;
+
+		/* the module re-files every ring whose accounting it changes */
+		switch ((seed >> 20) % 8) {
+		case 0: rings[i].live = !rings[i].live; break;
+		case 1: rings[i].waiting = !rings[i].waiting; break;
+		default: rings[i].pending = (seed >> 4) % 70 > 64 ? 64 : (seed >> 4) % 64; break;
+		}
+		spw_sum_refile(&pol, rings, i, &t);
+		for (unsigned j = 0; j < BIG; j++)
+			if (spw_ring_has_room(&rings[j]) && spw_ring_responsive(&rings[j], &t) &&
+			    spw_ring_outstanding(&rings[j]) < best)
+				best = spw_ring_outstanding(&rings[j]);
+		got = spw_pick_ring(&pol, rings, origin, origin, &t);
+		if (best == ~0u) {
+			/* nobody responsive: a stalled ring with room, or a drop */
+			if (got == SPW_PICK_DROP)
+				for (unsigned j = 0; j < BIG; j++)
+					cr_assert_not(spw_ring_has_room(&rings[j]), "dropped with room on %u", j);
+			continue;
+		}
+		cr_assert_geq(got, 0);
+		unsigned o = spw_ring_outstanding(&rings[got]);
+		cr_assert(spw_ring_responsive(&rings[got], &t));
+		if (best < 8)
+			cr_assert_eq(o, best, "step %u: picked %u (load %u), least %u", k, got, o, best);
+		else
+			cr_assert_lt(o, 2 * best, "step %u: load %u, least %u", k, o, best);
+	}
 }

@@ -5,7 +5,10 @@
  * the kernel's part: write CQEs, then release the tail.
  */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "spillway.h"
 
@@ -123,9 +126,54 @@ Test(addr, converts_ipv4_and_ipv6)
 
 Test(params, nonzero_reserved_fields_are_rejected)
 {
-	struct spw_group_params p = { .resv = { [3] = 1 } };
+	struct spw_group_params p = { .resv = { [2] = 1 } };
+	struct sockaddr_in sin = { .sin_family = AF_INET };
 	int fd = 0;
 
 	/* rejected before anything is opened: no module needed */
 	cr_expect_eq(spw_group_create(&fd, 1, &p), -EINVAL);
+	cr_expect_eq(spw_group_listen((struct sockaddr *)&sin, sizeof(sin), 1, 8, &p),
+		     -EINVAL);
+}
+
+/* The CQE address accessors copy out as accept() does. */
+Test(addr, cqe_addresses_copy_out_like_accept)
+{
+	struct spw_cqe cqe = { 0 };
+	struct sockaddr_in6 sin6;
+	struct sockaddr_in sin;
+	socklen_t len;
+
+	cqe.local.family = AF_INET;
+	cqe.local.port = 8080;
+	cqe.local.addr[0] = htonl(0x7f000002);
+	cqe.served.family = AF_INET6;
+	cqe.served.port = 8080;
+	cqe.served.addr[3] = htonl(1);		/* ::1 */
+
+	len = sizeof(sin);
+	cr_assert_eq(spw_cqe_requested_addr(NULL, &cqe, (struct sockaddr *)&sin, &len), 0);
+	cr_expect_eq(len, sizeof(sin));
+	cr_expect_eq(sin.sin_family, AF_INET);
+	cr_expect_eq(ntohs(sin.sin_port), 8080);
+	cr_expect_eq(ntohl(sin.sin_addr.s_addr), 0x7f000002u);
+
+	len = sizeof(sin6);
+	cr_assert_eq(spw_cqe_served_addr(NULL, &cqe, (struct sockaddr *)&sin6, &len), 0);
+	cr_expect_eq(len, sizeof(sin6));
+	cr_expect_eq(sin6.sin6_family, AF_INET6);
+	cr_expect(IN6_IS_ADDR_LOOPBACK(&sin6.sin6_addr));
+
+	/* a short buffer gets the start of the address and the full length */
+	memset(&sin6, 0xee, sizeof(sin6));
+	len = 4;
+	cr_assert_eq(spw_cqe_served_addr(NULL, &cqe, (struct sockaddr *)&sin6, &len), 0);
+	cr_expect_eq(len, sizeof(sin6));
+	cr_expect_eq(sin6.sin6_family, AF_INET6);
+	cr_expect_eq(((unsigned char *)&sin6)[4], 0xee, "wrote past the buffer");
+
+	cqe.local.family = 0;
+	len = sizeof(sin);
+	cr_expect_eq(spw_cqe_requested_addr(NULL, &cqe, (struct sockaddr *)&sin, &len),
+		     -EAFNOSUPPORT);
 }

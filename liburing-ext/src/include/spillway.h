@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <linux/time_types.h>
 #include <linux/spillway.h>
 
@@ -28,7 +29,9 @@ struct spw_group_params {
 	unsigned ring_entries;	/* CQEs per ring, power of two; 0: default */
 	unsigned flags;		/* SPW_GROUP_F_* */
 	unsigned stall_ms;	/* 0: default; SPW_STALL_OFF: spill on full only */
-	unsigned resv[5];
+	unsigned policy;	/* SPW_POLICY_*; 0: the default (SPW_POLICY_P2C) */
+	unsigned spill_at;	/* spill at this many waiting; 0: when full */
+	unsigned resv[3];
 };
 
 /* A worker's view of one ring, set up by spw_ring_init(). */
@@ -55,6 +58,16 @@ struct spw_ring {
 /* Register @nr listening TCP sockets as one group; returns the group fd. */
 int spw_group_create(const int *listen_fds, unsigned nr,
 		     const struct spw_group_params *p);
+/*
+ * The simplest start: the kernel makes @nr TCP listeners bound to @addr
+ * with SO_REUSEPORT (port 0: one port chosen for all), as the caller, and
+ * registers them as one group. Returns the group fd; fork workers, and
+ * each opens its member's ring. @backlog is as for listen().
+ */
+int spw_group_listen(const struct sockaddr *addr, socklen_t addrlen,
+		     unsigned nr, int backlog, const struct spw_group_params *p);
+/* A new fd for member @member's listener (getsockname(), options, accept()). */
+int spw_member_listener(int group_fd, unsigned member);
 /* Open the ring of member @member (index into the create list). */
 int spw_ring_open(int group_fd, unsigned member);
 /* Map @ring_fd into @ring; @ring takes ownership of @ring_fd. */
@@ -80,9 +93,18 @@ int spw_group_stats_full(int group_fd, struct spw_group_stats *st,
 			 struct spw_member_stats *out, unsigned nr);
 
 /* Convert a CQE address to a sockaddr (sockaddr_in or sockaddr_in6). */
-struct sockaddr;
 int spw_addr_to_sockaddr(const struct spw_addr *a, struct sockaddr *sa,
 			 unsigned *len);
+/*
+ * The address the client of @cqe asked for, and the address of the member
+ * whose ring serves it; they differ when a connection spilled between
+ * members bound to different addresses. @len is in/out as for accept():
+ * the full length is stored, and the address is truncated to the buffer.
+ */
+int spw_cqe_requested_addr(const struct spw_ring *ring, const struct spw_cqe *cqe,
+			   struct sockaddr *sa, socklen_t *len);
+int spw_cqe_served_addr(const struct spw_ring *ring, const struct spw_cqe *cqe,
+			struct sockaddr *sa, socklen_t *len);
 
 /*
  * Inline fast path.

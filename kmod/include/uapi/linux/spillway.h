@@ -6,8 +6,11 @@
  * space. The library (liburing-ext) includes it and redefines nothing.
  *
  * Objects:
- *   /dev/spillway      control device: SPW_IOC_GROUP_CREATE -> group fd
- *   group fd           SPW_IOC_RING_OPEN -> ring fd, SPW_IOC_GROUP_STATS
+ *   /dev/spillway      control device: SPW_IOC_GROUP_CREATE (listeners the
+ *                      caller made) or SPW_IOC_GROUP_LISTEN (listeners the
+ *                      module makes) -> group fd
+ *   group fd           SPW_IOC_RING_OPEN -> ring fd, SPW_IOC_GROUP_STATS,
+ *                      SPW_IOC_MEMBER_LISTENER -> a member's listener fd
  *   ring fd            mmap() the ring, SPW_IOC_ENTER, poll()
  *
  * Barrier contract (see struct spw_ring_hdr):
@@ -24,7 +27,7 @@
 #include <linux/ioctl.h>
 
 #define SPW_DEVICE_PATH		"/dev/spillway"
-#define SPW_ABI_VERSION		1
+#define SPW_ABI_VERSION		2
 
 #define SPW_MAX_MEMBERS		1024
 #define SPW_MAX_RING_ENTRIES	32768
@@ -50,11 +53,55 @@ struct spw_group_create {
 	 * 0: SPW_DEFAULT_STALL_MS; SPW_STALL_OFF: spill only on a full ring.
 	 */
 	__u32	stall_ms;
-	__u32	resv[4];	/* must be zero */
+	__u32	policy;		/* SPW_POLICY_*; 0: SPW_POLICY_DEFAULT */
+	/*
+	 * Spill when the ring the policy prefers holds at least this many
+	 * connections (pending + posted, unconsumed), even though it has
+	 * room. 0 or >= ring_entries: only when it is full.
+	 */
+	__u32	spill_at;
+	__u32	resv[2];	/* must be zero */
 };
 
 #define SPW_DEFAULT_STALL_MS	20
 #define SPW_STALL_OFF		0xffffffffU
+
+/*
+ * struct spw_group_create.policy: which ring takes a connection that
+ * arrived on member L. Every policy skips rings that are full, closed or
+ * stalled while another ring can take the connection, and resets it only
+ * when every ring is full. docs/architecture.md compares them.
+ */
+#define SPW_POLICY_DEFAULT	0	/* the module's choice: SPW_POLICY_P2C */
+#define SPW_POLICY_ORIGIN	1	/* L's ring; else the least loaded */
+#define SPW_POLICY_LEAST	2	/* the least loaded ring; L's on ties */
+#define SPW_POLICY_P2C		3	/* L's ring against the less loaded of two random */
+#define SPW_POLICY_CPU		4	/* the ring whose consumer last ran on this CPU */
+#define SPW_POLICY_MAX		SPW_POLICY_CPU
+
+/*
+ * SPW_IOC_GROUP_LISTEN on /dev/spillway: the module makes @nr TCP
+ * listening sockets bound to @addr with SO_REUSEPORT (port 0: one port
+ * chosen for all), in the caller's network namespace and as the caller,
+ * registers them as one group (all or nothing) and returns the group fd.
+ * The listeners belong to the group; SPW_IOC_MEMBER_LISTENER hands out
+ * an fd for one.
+ */
+struct spw_group_listen {
+	__u64	addr;		/* user pointer to a sockaddr_in or sockaddr_in6 */
+	__u32	addrlen;
+	__u32	nr;		/* 1 .. SPW_MAX_MEMBERS */
+	__s32	backlog;	/* as for listen(); capped at net.core.somaxconn */
+	__u32	resv0;		/* must be zero */
+	/* as in struct spw_group_create; @fds and @nr_fds must be zero */
+	struct spw_group_create params;
+};
+
+/* SPW_IOC_MEMBER_LISTENER on a group fd: a new fd for a member's listener. */
+struct spw_member_listener {
+	__u32	member;
+	__u32	flags;		/* SPW_RING_OPEN_F_CLOEXEC */
+};
 
 /* struct spw_ring_open.flags */
 #define SPW_RING_OPEN_F_CLOEXEC	(1U << 0)
@@ -191,7 +238,20 @@ struct spw_cqe {
 	__u32	origin;		/* member the connection arrived on */
 	__u32	member;		/* member whose ring this is */
 	struct spw_addr peer;	/* the client */
-	struct spw_addr local;	/* the address it connected to */
+	/*
+	 * The address the client asked for: the local end of the connection,
+	 * which is the origin member's address (or, for a member bound to a
+	 * wildcard, the address the SYN was sent to).
+	 */
+	struct spw_addr local;
+	/*
+	 * The address of the member whose ring serves it (@member's bound
+	 * address). It differs from @local when a connection spilled between
+	 * members bound to different addresses: the server answers "as"
+	 * @served, but TCP's 4-tuple cannot change, so the client still talks
+	 * to @local (docs/architecture.md, "Different addresses").
+	 */
+	struct spw_addr served;
 };
 
 #define SPW_IOC_MAGIC		0xB7
@@ -199,5 +259,7 @@ struct spw_cqe {
 #define SPW_IOC_RING_OPEN	_IOWR(SPW_IOC_MAGIC, 2, struct spw_ring_open)
 #define SPW_IOC_ENTER		_IOWR(SPW_IOC_MAGIC, 3, struct spw_enter)
 #define SPW_IOC_GROUP_STATS	_IOWR(SPW_IOC_MAGIC, 4, struct spw_group_stats)
+#define SPW_IOC_GROUP_LISTEN	_IOWR(SPW_IOC_MAGIC, 5, struct spw_group_listen)
+#define SPW_IOC_MEMBER_LISTENER	_IOW(SPW_IOC_MAGIC, 6, struct spw_member_listener)
 
 #endif /* _UAPI_LINUX_SPILLWAY_H */
