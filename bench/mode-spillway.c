@@ -42,6 +42,10 @@ static void raise_nofile(rlim_t need)
 		    strerror(errno));
 }
 
+/* server.c's --policy names map to SPW_POLICY_* by position */
+_Static_assert(SPW_POLICY_DEFAULT == 0 && SPW_POLICY_ORIGIN == 1 && SPW_POLICY_LEAST == 2 &&
+	       SPW_POLICY_P2C == 3 && SPW_POLICY_CPU == 4, "policy numbering");
+
 static void spillway_setup(void)
 {
 	struct spw_group_params gp;
@@ -52,6 +56,8 @@ static void spillway_setup(void)
 	nr_listen = o.members;
 	memset(&gp, 0, sizeof(gp));
 	gp.ring_entries = o.capacity;
+	gp.policy = o.policy;
+	gp.spill_at = o.spill_at;
 	group_fd = spw_group_create(listen_fds, (unsigned)o.members, &gp);
 	if (group_fd < 0)
 		die("spw_group_create: %s", strerror(-group_fd));

@@ -490,12 +490,13 @@ static void write_stats(const long long *ns0, const long long *ns1, const char *
 		die("%s: %s", tmp, strerror(errno));
 	server_cpu_ms(&user_ms, &sys_ms);
 	fprintf(f, "{\"mode\": \"%s\", \"workers\": %d, \"members\": %d, \"port\": %d, "
-		"\"capacity\": %u, "
+		"\"capacity\": %u, \"policy\": %u, \"spill_at\": %u, "
 		"\"cpu_user_ms\": %.1f, \"cpu_sys_ms\": %.1f, "
 		"\"work\": \"%s:%ld\", \"slow_worker\": %d, "
 		"\"slow_factor\": %g, \"tcp_sock_bytes\": %ld, \"respawns\": %d, "
 		"\"unexpected_exits\": %d, \"setup_failures\": %d,\n \"per_worker\": [",
-		o.mode->name, o.workers, o.members, o.port, o.capacity, user_ms, sys_ms,
+		o.mode->name, o.workers, o.members, o.port, o.capacity, o.policy, o.spill_at,
+		user_ms, sys_ms,
 		work_names[o.work], o.work_us, o.slow_worker, o.slow_factor,
 		tcp_sock_bytes, respawns, unexpected_exits, setup_failures);
 	for (int i = 0; i < o.workers; i++) {
@@ -611,12 +612,25 @@ static void usage(FILE *f)
 "  --capacity Q           connections that may wait for one worker, in every\n"
 "                         queue of its accept path (default 64; power of two)\n"
 "  --members M            spillway: M group members, the ones past --workers idle\n"
+"  --policy P             spillway: placement policy: default, origin, least, p2c, cpu\n"
+"  --spill-at N           spillway: spill at N waiting on a ring (0: when full)\n"
 "  --stats-file PATH      JSON counters written at shutdown (SIGTERM/SIGINT)\n"
 "  --pid-file PATH        'master PID' and 'worker I PID GEN' lines, written when ready\n"
 "  --no-respawn           do not replace workers that die\n"
 "  --respawn-delay-ms D   wait D ms before replacing a dead worker (default 0)\n"
 "  --max-runtime S        shut down by itself after S seconds (default 900)\n"
 "  --quiet\n");
+}
+
+static unsigned parse_policy(const char *s)
+{
+	static const char *const names[] = { "default", "origin", "least", "p2c", "cpu" };
+
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(s, names[i]))
+			return i;	/* SPW_POLICY_* in the same order */
+	die("unknown --policy '%s' (default, origin, least, p2c, cpu)", s);
+	return 0;
 }
 
 static long parse_long(const char *s, const char *what)
@@ -642,6 +656,8 @@ static void parse_args(int argc, char **argv)
 		{ "slow-factor", required_argument, NULL, 'f' },
 		{ "capacity", required_argument, NULL, 'b' },
 		{ "members", required_argument, NULL, 'M' },
+		{ "policy", required_argument, NULL, 'Y' },
+		{ "spill-at", required_argument, NULL, 'A' },
 		{ "stats-file", required_argument, NULL, 'S' },
 		{ "pid-file", required_argument, NULL, 'P' },
 		{ "no-respawn", no_argument, NULL, 'R' },
@@ -709,6 +725,12 @@ static void parse_args(int argc, char **argv)
 		case 'M':
 			o.members = (int)parse_long(optarg, "--members");
 			break;
+		case 'Y':
+			o.policy = parse_policy(optarg);
+			break;
+		case 'A':
+			o.spill_at = (unsigned)parse_long(optarg, "--spill-at");
+			break;
 		case 'S':
 			o.stats_file = optarg;
 			break;
@@ -747,6 +769,8 @@ static void parse_args(int argc, char **argv)
 		die("--members must be %d..%d", o.workers, MAX_LISTENERS);
 	if (o.members != o.workers && strcmp(o.mode->name, "spillway"))
 		die("--members is for the spillway mode only");
+	if ((o.policy || o.spill_at) && strcmp(o.mode->name, "spillway"))
+		die("--policy and --spill-at are for the spillway mode only");
 	if (o.port <= 0 || o.port > 65535)
 		die("--port is required (1..65535)");
 	/* a power of two (spillway rings, io_uring CQs), big enough that

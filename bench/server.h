@@ -69,6 +69,9 @@ struct opts {
 	 * the spill decision and of stealing in a large group.
 	 */
 	int members;
+	/* spillway only: SPW_POLICY_* (0: the module's default) and spill_at */
+	unsigned policy;
+	unsigned spill_at;
 	const char *stats_file;
 	const char *pid_file;
 	bool respawn;
