@@ -322,8 +322,15 @@ static void spw_ring_touch(struct spw_ring *r, int waiting, bool poll)
 	struct spw_ring_acct *a = spw_acct(r);
 
 	spin_lock_bh(&g->lock);
-	a->last_active = (unsigned int)jiffies;
-	a->work_since = a->last_active;
+	/*
+	 * Entering is progress. Polling is only while nothing waits for an
+	 * enter: a consumer that keeps polling a readable ring without ever
+	 * entering is not taking its work, and must not look responsive.
+	 */
+	if (!poll || r->tok_head == r->tok_tail) {
+		a->last_active = (unsigned int)jiffies;
+		a->work_since = a->last_active;
+	}
 	a->waiting += waiting;
 	if (poll)
 		a->polled = 1;

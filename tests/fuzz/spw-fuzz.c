@@ -58,7 +58,7 @@
 	X(munmap) X(enter) X(stats) X(close) X(dup) X(fork) X(scm_send) \
 	X(scm_recv) X(shut_rd) X(relisten) X(connect) X(accept) \
 	X(kill_sibling) X(stop_sibling) X(ring_write) X(consume) X(poll) \
-	X(reap)
+	X(reap) X(group_listen) X(member_listener)
 
 enum op {
 #define X(n) OP_##n,
@@ -82,6 +82,7 @@ static const unsigned op_weight[NOPS] = {
 	[OP_relisten] = 1, [OP_connect] = 14, [OP_accept] = 2,
 	[OP_kill_sibling] = 1, [OP_stop_sibling] = 1, [OP_ring_write] = 6,
 	[OP_consume] = 6, [OP_poll] = 2, [OP_reap] = 2,
+	[OP_group_listen] = 3, [OP_member_listener] = 2,
 };
 
 /* Shared between the master and every fuzz process (MAP_SHARED). */
@@ -289,6 +290,16 @@ static uint16_t sock_port(int fd)
 	if (getsockname(fd, (void *)&ss, &len))
 		return 0;
 	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static int sock_family(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (void *)&ss, &len))
+		return AF_INET;
+	return ss.ss_family;
 }
 
 static int rnd_backlog(void)
@@ -863,6 +874,69 @@ static void op_consume(void)
 	h = (void *)m->p;
 	__atomic_store_n(&h->head, __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE),
 			 __ATOMIC_RELEASE);
+}
+
+/* The module makes the listeners: random sizes, policies, bad addresses. */
+static void op_group_listen(void)
+{
+	struct spw_group_listen a = { 0 };
+	struct sockaddr_storage ss;
+	int family = chance(70) ? AF_INET : AF_INET6;
+	struct obj *o = obj_pick(K_LISTENER);
+	uint16_t port = 0;
+	int ctl = ctl_fd(), ret;
+
+	if (o && o->kind == K_LISTENER && o->family == family && chance(30))
+		port = o->port;		/* mostly EADDRINUSE, sometimes a reuseport join */
+	a.addrlen = t_loopback(family, port, &ss);
+	a.addr = (uintptr_t)&ss;
+	a.nr = 1 + rnd(4);
+	a.backlog = rnd_backlog();
+	a.params.ring_entries = 1u << rnd(7);
+	a.params.policy = rnd(SPW_POLICY_MAX + 1);
+	a.params.spill_at = chance(30) ? rnd(a.params.ring_entries + 1) : 0;
+	a.params.stall_ms = chance(50) ? 0 : 1 + rnd(50);
+	a.params.flags = chance(50) ? SPW_GROUP_F_CLOEXEC : 0;
+	if (chance(15)) {
+		switch (rnd(6)) {
+		case 0: a.addrlen = rnd(200); break;
+		case 1: a.addr = chance(50) ? 8 : 0xffffffffffff0000ULL; break;
+		case 2: a.nr = rnd_u32(); break;
+		case 3: a.params.policy = rnd_u32(); break;
+		case 4: a.params.nr_fds = 1 + rnd(4); break;
+		default: ((struct sockaddr *)&ss)->sa_family = rnd(64); break;
+		}
+	}
+	ret = ioctl(ctl, SPW_IOC_GROUP_LISTEN, chance(2) ? (void *)16 : &a);
+	if (ret >= 0) {
+		obj_add(ret, K_GROUP);
+		op_ok = true;
+		if (chance(60)) {
+			struct obj *r = ring_open_on(ret, rnd(a.nr));
+
+			if (r && chance(80))
+				mmap_obj(r);
+		}
+	}
+}
+
+/* A member's listener out of a group: then it is a listener like any other. */
+static void op_member_listener(void)
+{
+	struct spw_member_listener a = { .member = rnd(6) };
+	int fd, gfd = fd_pick(K_GROUP);
+	struct obj *o;
+
+	a.flags = chance(90) ? (chance(50) ? SPW_RING_OPEN_F_CLOEXEC : 0) : rnd_u32();
+	fd = ioctl(gfd, SPW_IOC_MEMBER_LISTENER, chance(2) ? (void *)16 : &a);
+	if (fd < 0)
+		return;
+	op_ok = true;
+	o = obj_add(fd, K_LISTENER);
+	if (!o)
+		return;
+	o->family = sock_family(fd);
+	o->port = sock_port(fd);
 }
 
 static void op_poll(void)
