@@ -892,6 +892,7 @@ static const char *spw_policy_name(unsigned int kind)
 static void spw_group_show_fdinfo(struct seq_file *m, struct file *file)
 {
 	struct spw_group *g = file->private_data;
+	u64 dropping = 0;
 	unsigned int i;
 
 	seq_printf(m, "spw-group-id:\t%llu\nspw-members:\t%u\nspw-ring-entries:\t%u\n",
@@ -900,15 +901,18 @@ static void spw_group_show_fdinfo(struct seq_file *m, struct file *file)
 		   spw_policy_name(g->policy.kind), g->policy.spill_at,
 		   g->stall == SPW_STALL_NEVER ? -1 : (int)g->stall_ms);
 	spin_lock_bh(&g->lock);
+	for (i = 0; i < g->nr; i++)
+		dropping += g->members[i].drop_pending;
+	seq_printf(m, "spw-stale:\t%llu\nspw-dropping:\t%llu\n", g->stale, dropping);
 	for (i = 0; i < g->nr; i++) {
 		const struct spw_counters *c = &g->members[i].st;
 
 		seq_printf(m,
-			   "spw-member-%u:\tstate=%u arrived=%llu delivered=%llu spilled_out=%llu spilled_in=%llu dropped=%llu rehomed=%llu outstanding=%u waiting=%u polled=%u\n",
+			   "spw-member-%u:\tstate=%u arrived=%llu delivered=%llu spilled_out=%llu spilled_in=%llu dropped=%llu rehomed=%llu outstanding=%u pending=%u waiting=%u polled=%u\n",
 			   i, g->rings[i].state, c->arrived, c->delivered,
 			   c->spilled_out, c->spilled_in, c->dropped, c->rehomed,
-			   spw_ring_outstanding(&g->acct[i]), g->acct[i].waiting,
-			   g->acct[i].polled);
+			   spw_ring_outstanding(&g->acct[i]), g->acct[i].pending,
+			   g->acct[i].waiting, g->acct[i].polled);
 	}
 	spin_unlock_bh(&g->lock);
 }

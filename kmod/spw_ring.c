@@ -16,6 +16,7 @@
 #include <linux/in6.h>
 #include <linux/mm.h>
 #include <linux/poll.h>
+#include <linux/seq_file.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
@@ -583,8 +584,17 @@ long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg)
 	return fd;
 }
 
+/* /proc/PID/fdinfo/FD of a ring fd: which group and member it serves. */
+static void spw_ring_show_fdinfo(struct seq_file *m, struct file *file)
+{
+	struct spw_ring *r = file->private_data;
+
+	seq_printf(m, "spw-group-id:\t%llu\nspw-member:\t%u\n", r->group->id, r->idx);
+}
+
 static const struct file_operations spw_ring_fops = {
 	.owner		= THIS_MODULE,
+	.show_fdinfo	= spw_ring_show_fdinfo,
 	.release	= spw_ring_release,
 	.unlocked_ioctl	= spw_ring_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
