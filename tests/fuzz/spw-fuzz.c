@@ -932,6 +932,8 @@ static void op_member_listener(void)
 	if (fd < 0)
 		return;
 	op_ok = true;
+	/* a dup of the group's listener file: the module made it blocking */
+	fcntl(fd, F_SETFL, O_NONBLOCK);
 	o = obj_add(fd, K_LISTENER);
 	if (!o)
 		return;
