@@ -206,6 +206,13 @@ int spw_pick_ring(struct spw_policy *p, const struct spw_ring_acct *rings,
 		break;
 	case SPW_KIND_P2C:
 		s = spw_sum_two(p, rings, home, clock);
+		/*
+		 * Neither sample can take work (a large group of mostly idle
+		 * members): compare with the least loaded instead, or a sparse
+		 * group would degrade to ORIGIN.
+		 */
+		if (s < 0)
+			s = spw_sum_least(p, rings, home, clock);
 		if (home_ok && home_out < p->spill_at &&
 		    (s < 0 || home_out <= spw_ring_outstanding(&rings[s])))
 			return home;

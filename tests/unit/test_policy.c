@@ -425,3 +425,17 @@ Test(summary, least_matches_a_full_scan, .timeout = 30)
 			cr_assert_lt(o, 2 * best, "step %u: load %u, least %u", k, o, best);
 	}
 }
+
+/* P2C in a sparse group: both samples useless, the least loaded still wins. */
+Test(policy, p2c_in_a_sparse_group_still_leaves_a_loaded_origin)
+{
+	setup_policy(BIG, 16, SPW_KIND_P2C, 0);
+	for (unsigned i = 0; i < BIG; i++)
+		rings[i].live = i < 4;		/* 4 workers, 1020 closed members */
+	load(0, 5, 0);
+	load(1, 3, 0);
+	load(2, 1, 0);
+	load(3, 4, 0);
+	for (int k = 0; k < 50; k++)
+		cr_expect_eq(pick(BIG, 0, &never), 2, "try %d", k);
+}
