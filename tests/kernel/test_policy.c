@@ -431,32 +431,59 @@ static void *enter_sleeper(void *arg)
 	return NULL;
 }
 
+/*
+ * Two members on their own ports, the default policy (what an event-loop
+ * server gets without asking), stall 20 ms; ring 0's consumer waits in
+ * epoll (registered, nothing ready yet), ring 1 is open.
+ */
+struct epoll_pair {
+	int lfd[2], gfd, ep;
+	struct spw_ring rings[2];
+};
+
+static void epoll_pair_open(struct epoll_pair *pp)
+{
+	struct epoll_event ev = { .events = EPOLLIN }, out;
+
+	t_listeners(pp->lfd, 2, false, 8);
+	pp->gfd = t_group_policy(pp->lfd, 2, 8, 20, 0, 0);
+	t_ring(&pp->rings[0], pp->gfd, 0);
+	t_ring(&pp->rings[1], pp->gfd, 1);
+	pp->ep = epoll_create1(EPOLL_CLOEXEC);
+	cr_assert_eq(epoll_ctl(pp->ep, EPOLL_CTL_ADD, pp->rings[0].ring_fd, &ev), 0);
+	cr_assert_eq(epoll_wait(pp->ep, &out, 1, 0), 0);
+}
+
+static void epoll_pair_close(struct epoll_pair *pp)
+{
+	close(pp->ep);
+	spw_ring_exit(&pp->rings[0]);
+	spw_ring_exit(&pp->rings[1]);
+	close(pp->gfd);
+	close(pp->lfd[0]);
+	close(pp->lfd[1]);
+}
+
 Test(poll, idle_epoll_consumer_is_responsive)
 {
-	int lfd[2], gfd, ep, cfd;
-	struct spw_ring rings[2];
-	struct epoll_event ev = { .events = EPOLLIN }, out;
+	struct epoll_pair pp;
+	struct spw_ring *rings = pp.rings;
+	struct epoll_event out;
 	struct sleeper s;
 	struct spw_cqe cqe;
 	pthread_t th;
+	int cfd;
 	long t0;
 
-	t_listeners(lfd, 2, false, 8);
-	/* the default policy: what an event-loop server gets without asking */
-	gfd = t_group_policy(lfd, 2, 8, 20, 0, 0);
-	t_ring(&rings[0], gfd, 0);
-	t_ring(&rings[1], gfd, 1);
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_ADD, rings[0].ring_fd, &ev), 0);
-	cr_assert_eq(epoll_wait(ep, &out, 1, 0), 0);
+	epoll_pair_open(&pp);
 	/* ring 1's consumer sleeps in enter: a responsive sibling to spill to */
 	s.r = &rings[1];
 	s.n = 0;
 	cr_assert_eq(pthread_create(&th, NULL, enter_sleeper, &s), 0);
 	usleep(300 * 1000);			/* 15 stall times idle in "epoll" */
-	cfd = t_connect(AF_INET, t_port(lfd[0]));
+	cfd = t_connect(AF_INET, t_port(pp.lfd[0]));
 	t0 = t_now_ms();
-	cr_assert_eq(epoll_wait(ep, &out, 1, 2000), 1, "epoll_wait never woke");
+	cr_assert_eq(epoll_wait(pp.ep, &out, 1, 2000), 1, "epoll_wait never woke");
 	cr_expect_lt(t_now_ms() - t0, 500, "woke after %ld ms", t_now_ms() - t0);
 	cr_expect_eq(t_reap(&rings[0], 1, 500, &cqe), 1,
 		     "an idle epoll consumer lost its connection to a sibling");
@@ -465,12 +492,7 @@ Test(poll, idle_epoll_consumer_is_responsive)
 	pthread_join(th, NULL);
 	cr_expect_eq(s.n, -ETIME, "the sleeping sibling got a connection (%d)", s.n);
 	close(cfd);
-	close(ep);
-	spw_ring_exit(&rings[0]);
-	spw_ring_exit(&rings[1]);
-	close(gfd);
-	close(lfd[0]);
-	close(lfd[1]);
+	epoll_pair_close(&pp);
 }
 
 /*
@@ -479,22 +501,15 @@ Test(poll, idle_epoll_consumer_is_responsive)
  */
 Test(poll, stuck_epoll_consumer_loses_its_work)
 {
-	int lfd[2], gfd, ep, cfd;
-	struct spw_ring rings[2];
-	struct epoll_event ev = { .events = EPOLLIN }, out;
+	struct epoll_pair pp;
+	struct spw_ring *rings = pp.rings;
 	struct spw_cqe cqe;
+	int cfd;
 	long t0;
 
-	t_listeners(lfd, 2, false, 8);
-	/* the default policy: what an event-loop server gets without asking */
-	gfd = t_group_policy(lfd, 2, 8, 20, 0, 0);
-	t_ring(&rings[0], gfd, 0);
-	t_ring(&rings[1], gfd, 1);
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_ADD, rings[0].ring_fd, &ev), 0);
-	cr_assert_eq(epoll_wait(ep, &out, 1, 0), 0);
+	epoll_pair_open(&pp);
 	/* the consumer of ring 0 never comes back */
-	cfd = t_connect(AF_INET, t_port(lfd[0]));
+	cfd = t_connect(AF_INET, t_port(pp.lfd[0]));
 	t0 = t_now_ms();
 	cr_expect_eq(t_reap(&rings[1], 1, 3000, &cqe), 1,
 		     "the connection stayed behind a stuck consumer");
@@ -502,10 +517,5 @@ Test(poll, stuck_epoll_consumer_loses_its_work)
 	cr_expect_eq(cqe.origin, 0);
 	close(cqe.fd);
 	close(cfd);
-	close(ep);
-	spw_ring_exit(&rings[0]);
-	spw_ring_exit(&rings[1]);
-	close(gfd);
-	close(lfd[0]);
-	close(lfd[1]);
+	epoll_pair_close(&pp);
 }
