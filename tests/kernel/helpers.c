@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
+#include <sched.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -191,4 +195,20 @@ int t_tcp_inuse(void)
 {
 	return t_sockstat_inuse("/proc/net/sockstat", "TCP:") +
 	       t_sockstat_inuse("/proc/net/sockstat6", "TCP6:");
+}
+
+void t_private_netns(void)
+{
+	struct ifreq ifr = { .ifr_name = "lo" };
+	int fd;
+
+	cr_assert_eq(unshare(CLONE_NEWNET), 0, "unshare(CLONE_NEWNET): %s",
+		     strerror(errno));
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ioctl(fd, SIOCGIFFLAGS, &ifr), 0);
+	ifr.ifr_flags |= IFF_UP;
+	cr_assert_eq(ioctl(fd, SIOCSIFFLAGS, &ifr), 0, "lo up: %s",
+		     strerror(errno));
+	close(fd);
 }

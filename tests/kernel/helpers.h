@@ -48,6 +48,12 @@ void t_ring(struct spw_ring *r, int gfd, unsigned m);
 unsigned t_reap(struct spw_ring *r, unsigned n, int ms, struct spw_cqe *out);
 /* TCP sockets in use in this netns, from /proc/net/sockstat{,6}. */
 int t_tcp_inuse(void);
+/*
+ * Move the calling test process into a new network namespace with
+ * loopback up. A test that compares t_tcp_inuse() before and after calls
+ * it first: the count is per netns, and tests run in parallel (--jobs).
+ */
+void t_private_netns(void);
 long t_now_ms(void);
 /* Running on one of our debug kernels (tests/vm/build-debug-kernel)? */
 bool t_debug_kernel(void);
