@@ -7,6 +7,13 @@
  * "w<index>\n", close with an RST (SO_LINGER 0, so no TIME_WAIT piles up on
  * the client side). One thread, epoll.
  *
+ * --http (for a real HTTP server, bench/run's nginx modes): the request is
+ * "GET / HTTP/1.1" with "Connection: close", and a connection is answered
+ * when the whole response is in (headers, then Content-Length bytes of
+ * body, or the body up to EOF without one); only a 200 counts as answered.
+ * The body is the serving worker's pid (nginx: return 200 "$pid\n"), which
+ * --pid-file's "worker I PID GEN" lines map to the worker index.
+ *
  * Open loop (--rate R > 0): connection i is scheduled at t0 + i/R and its
  * latency is measured from that *scheduled* time, so a stalled server or a
  * full concurrency window shows up as latency instead of being hidden
@@ -40,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -49,9 +57,12 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #define REQUEST		"GET\n"
+#define HTTP_REQUEST	"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+#define HTTP_BUF	1024	/* per connection: nginx's answer is ~160 bytes */
 #define START_BATCH	32	/* connects between two looks at the events */
 #define MAX_RECORDS	4000000u	/* hard bound on connections per run */
 #define MAX_WORKER_ID	1024
@@ -113,6 +124,7 @@ static struct {
 	const char *pid_file;
 	int workers;
 	bool quiet;
+	bool http;
 } o = {
 	.port = 0,
 	.rate = 0,
@@ -133,6 +145,15 @@ static int ep;
 static uint64_t t0;
 static struct sockaddr_in dst;
 static volatile sig_atomic_t interrupted;
+static const char *request = REQUEST;
+static size_t request_len = sizeof(REQUEST) - 1;
+/* --http: a response buffer per slot, and the pid -> worker index map */
+static char *http_bufs;
+static uint16_t *http_lens;
+static struct { int pid, index; } pidmap[MAX_WORKER_ID];
+static int nr_pidmap;
+static struct timespec pidmap_mtime;
+static uint64_t http_unmapped, http_non200;
 
 static void die(const char *fmt, ...)
 {
@@ -270,6 +291,8 @@ static void start_conn(uint64_t sched)
 	sl->rec = (uint32_t)(r - recs);
 	sl->connected = false;
 	sl->len = 0;
+	if (http_lens)
+		http_lens[s] = 0;
 	list_add_tail(s);
 	inflight++;
 
@@ -339,6 +362,52 @@ static int worker_pid(int w, char *err, size_t errlen)
 	if (pid <= 0)
 		snprintf(err, errlen, "no pid for worker %d in %s", w, o.pid_file);
 	return pid;
+}
+
+/*
+ * --http: (re)read the pid file's "worker I PID GEN" lines into the pid ->
+ * index map, if the file changed since the last read. Called at start and
+ * when a response names a pid that is not in the map (a respawned worker).
+ */
+static void load_pidmap(void)
+{
+	char line[128];
+	struct stat st;
+	FILE *f;
+
+	if (!o.pid_file || stat(o.pid_file, &st) < 0)
+		return;
+	if (nr_pidmap && st.st_mtim.tv_sec == pidmap_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == pidmap_mtime.tv_nsec)
+		return;
+	f = fopen(o.pid_file, "re");
+	if (!f)
+		return;
+	pidmap_mtime = st.st_mtim;
+	nr_pidmap = 0;
+	while (fgets(line, sizeof(line), f) && nr_pidmap < MAX_WORKER_ID) {
+		int i, p, gen;
+
+		if (sscanf(line, "worker %d %d %d", &i, &p, &gen) == 3 && i >= 0 &&
+		    i < MAX_WORKER_ID && p > 0) {
+			pidmap[nr_pidmap].pid = p;
+			pidmap[nr_pidmap].index = i;
+			nr_pidmap++;
+		}
+	}
+	fclose(f);
+}
+
+static int pid_index(int pid)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < nr_pidmap; i++)
+			if (pidmap[i].pid == pid)
+				return pidmap[i].index;
+		if (!pass)
+			load_pidmap();
+	}
+	return -1;
 }
 
 /*
@@ -433,6 +502,101 @@ static int parse_worker(const char *buf, int len)
 	return (int)v;
 }
 
+/* the value of header @name ("content-length:", any case) in @h..@end */
+static const char *find_header(const char *h, const char *end, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (const char *p = h; p && p + nl <= end; ) {
+		if (!strncasecmp(p, name, nl))
+			return p + nl;
+		p = memchr(p, '\n', (size_t)(end - p));
+		if (p)
+			p++;
+	}
+	return NULL;
+}
+
+/*
+ * --http: the response so far in @buf[@len] (NUL-terminated). Returns 0
+ * while incomplete, 1 when complete (@worker set, -1 when the body names
+ * no known worker), -1 for a response that is not a 200 or does not parse.
+ * @eof: the server closed, so a body without Content-Length is complete.
+ */
+static int http_parse(const char *buf, size_t len, bool eof, int *worker)
+{
+	const char *hend = strstr(buf, "\r\n\r\n"), *cl, *body;
+	size_t need;
+	long pid;
+	char *e;
+
+	if (!hend)
+		return 0;
+	if (strncmp(buf, "HTTP/1.", 7) || len < 12 || strncmp(buf + 8, " 200", 4)) {
+		http_non200++;
+		return -1;
+	}
+	body = hend + 4;
+	cl = find_header(buf, hend, "content-length:");
+	if (cl) {
+		unsigned long n = strtoul(cl, &e, 10);
+
+		if (e == cl || n > HTTP_BUF)
+			return -1;
+		need = (size_t)(body - buf) + n;
+		if (len < need)
+			return 0;
+	} else if (!eof) {
+		return 0;
+	}
+	pid = strtol(body, &e, 10);
+	*worker = (e != body && pid > 0 && pid < INT32_MAX) ? pid_index((int)pid) : -1;
+	if (*worker < 0)
+		http_unmapped++;
+	return 1;
+}
+
+/* --http: read what is there; finish the connection once the answer is in */
+static void http_recv(int s)
+{
+	struct slot *sl = &slots[s];
+	char *buf = http_bufs + (size_t)s * HTTP_BUF;
+	int w = -1, r;
+
+	for (;;) {
+		ssize_t n = recv(sl->fd, buf + http_lens[s], HTTP_BUF - 1 - http_lens[s], 0);
+
+		if (n > 0) {
+			http_lens[s] = (uint16_t)(http_lens[s] + n);
+			buf[http_lens[s]] = '\0';
+			r = http_parse(buf, http_lens[s], false, &w);
+			if (r) {
+				finish(s, r > 0 ? ST_OK : ST_OTHER, r > 0 ? 0 : EPROTO, w);
+				return;
+			}
+			if (http_lens[s] >= HTTP_BUF - 1) {
+				finish(s, ST_OTHER, EPROTO, -1);
+				return;
+			}
+			continue;
+		}
+		if (n == 0) {
+			r = http_parse(buf, http_lens[s], true, &w);
+			if (r)
+				finish(s, r > 0 ? ST_OK : ST_OTHER, r > 0 ? 0 : EPROTO, w);
+			else
+				finish(s, ST_EOF, 0, -1);
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		finish(s, classify(errno), errno, -1);
+		return;
+	}
+}
+
 static void on_event(uint64_t data, uint32_t events)
 {
 	int s = (int)(uint32_t)data;
@@ -457,7 +621,7 @@ static void on_event(uint64_t data, uint32_t events)
 			return;
 		sl->connected = true;
 		recs[sl->rec].conn = now_ns() - t0;
-		if (send(sl->fd, REQUEST, sizeof(REQUEST) - 1, MSG_NOSIGNAL) != sizeof(REQUEST) - 1) {
+		if (send(sl->fd, request, request_len, MSG_NOSIGNAL) != (ssize_t)request_len) {
 			finish(s, classify(errno), errno, -1);
 			return;
 		}
@@ -473,6 +637,10 @@ static void on_event(uint64_t data, uint32_t events)
 		}
 	}
 
+	if (o.http) {
+		http_recv(s);
+		return;
+	}
 	for (;;) {
 		ssize_t n = recv(sl->fd, sl->buf + sl->len, sizeof(sl->buf) - 1 - sl->len, 0);
 
@@ -672,7 +840,11 @@ static void write_summary(const char *path, uint64_t t_load_end, uint64_t t_end)
 		"\"interrupted\": %s,\n",
 		o.port, o.rate > 0 ? "open" : "closed", o.rate, o.duration, o.count,
 		o.concurrency, o.timeout_ms, interrupted ? "true" : "false");
-	fprintf(f, " \"connections\": %" PRIu64 ", \"completed\": %" PRIu64 ", ", nrecs, nok);
+	fprintf(f, " \"protocol\": \"%s\", ", o.http ? "http" : "line");
+	if (o.http)
+		fprintf(f, "\"http_non200\": %" PRIu64 ", \"http_unmapped_worker\": %" PRIu64 ", ",
+			http_non200, http_unmapped);
+	fprintf(f, "\"connections\": %" PRIu64 ", \"completed\": %" PRIu64 ", ", nrecs, nok);
 	fprintf(f, "\"failed\": {");
 	for (int k = ST_RESET; k < ST__NR; k++)
 		fprintf(f, "%s\"%s\": %" PRIu64, k > ST_RESET ? ", " : "", status_names[k], counts[k]);
@@ -784,6 +956,8 @@ static void usage(FILE *f)
 "  --out PATH        JSON summary (.json) or per-connection CSV (.csv)\n"
 "  --records PATH    per-connection CSV in addition to --out\n"
 "  --pid-file PATH   the server's pid file ('worker I PID GEN' lines), for --action\n"
+"                    and, with --http, to map the pid in a response to the worker\n"
+"  --http            speak HTTP/1.1 (Connection: close); the body is the worker's pid\n"
 "  --action SPEC     stop@AT:WORKER:LEN (SIGSTOP, SIGCONT LEN s later) or\n"
 "                    kill@AT:WORKER (SIGKILL), AT s after the first start; repeatable\n"
 "  --quiet\n");
@@ -804,6 +978,7 @@ static void parse_args(int argc, char **argv)
 		{ "pid-file", required_argument, NULL, 'P' },
 		{ "action", required_argument, NULL, 'A' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "http", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -823,6 +998,7 @@ static void parse_args(int argc, char **argv)
 		case 'P': o.pid_file = optarg; break;
 		case 'A': parse_action(optarg); break;
 		case 'q': o.quiet = true; break;
+		case 'H': o.http = true; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -913,6 +1089,15 @@ int main(int argc, char **argv)
 		slots[i].fd = -1;
 		slots[i].next = free_head;
 		free_head = i;
+	}
+	if (o.http) {
+		request = HTTP_REQUEST;
+		request_len = sizeof(HTTP_REQUEST) - 1;
+		http_bufs = malloc((size_t)o.concurrency * HTTP_BUF);
+		http_lens = calloc((size_t)o.concurrency, sizeof(*http_lens));
+		if (!http_bufs || !http_lens)
+			die("out of memory");
+		load_pidmap();
 	}
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
