@@ -253,10 +253,11 @@ static void spw_ring_commit(struct spw_ring *r)
 }
 
 /*
- * Hand over every pending connection the CQ has room for. Returns the
- * number of CQEs in the ring, or -errno when nothing could be done.
+ * Hand over pending connections while the CQ has room, at most *@budget of
+ * them (decremented by the number posted). Returns the number of CQEs in
+ * the ring, or -errno when nothing could be done.
  */
-static long spw_ring_post(struct spw_ring *r, u32 aflags)
+static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget)
 {
 	struct spw_group *g = r->group;
 	unsigned int posted = 0;
@@ -279,7 +280,7 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags)
 			ret = -EINVAL;
 			break;
 		}
-		if (used >= g->entries)
+		if (used >= g->entries || posted >= *budget)
 			break;
 		spin_lock_bh(&g->lock);
 		/* nothing of our own: take what waits behind a stalled sibling */
@@ -299,6 +300,7 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags)
 	}
 	if (posted)
 		spw_ring_commit(r);
+	*budget -= posted;
 	if (ret >= 0 || posted) {
 		used = spw_ring_used(r);
 		ret = used < 0 ? -EINVAL : used;
@@ -367,12 +369,12 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 {
 	struct spw_enter args;
 	ktime_t deadline = 0;
-	unsigned int want;
+	unsigned int want, budget;
 	long ret;
 
 	if (copy_from_user(&args, uarg, sizeof(args)))
 		return -EFAULT;
-	if (args.flags & ~SPW_ENTER_F_ALL || args.resv ||
+	if (args.flags & ~SPW_ENTER_F_ALL ||
 	    args.accept_flags & ~(SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC))
 		return -EINVAL;
 	if (args.flags & SPW_ENTER_F_TIMEOUT) {
@@ -382,6 +384,12 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 	}
 	/* more than the ring can hold would never be satisfied */
 	want = min(args.min_complete, r->group->entries);
+	/*
+	 * A consumer that takes one connection per accept() asks for one:
+	 * what it was handed and never took dies with it if it is killed,
+	 * while what still waits here moves on to a sibling.
+	 */
+	budget = args.max_post ?: UINT_MAX;
 
 	spw_ring_touch(r, 0, false);
 	for (;;) {
@@ -390,8 +398,9 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 
 		/* poll stops reporting this steal: we are about to look */
 		WRITE_ONCE(r->seen_seq, seq);
-		ret = spw_ring_post(r, args.accept_flags);
-		if (ret < 0 || ret >= want)
+		ret = spw_ring_post(r, args.accept_flags, &budget);
+		/* a spent budget ends the call: waiting could not post more */
+		if (ret < 0 || ret >= want || !budget)
 			return ret;
 		/* restartable like other waits; -EINTR where it is not restarted */
 		if (signal_pending(current))

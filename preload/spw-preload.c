@@ -1112,7 +1112,12 @@ static int ring_accept(struct pl_lsn *e, struct sockaddr *addr, socklen_t *len, 
 		if (!entered) {
 			if (spw_pl_flags_want(&r->fl, want, spw_smp_load_acquire(r->ring.ktail)))
 				spw_ring_set_accept_flags(&r->ring, want);
-			ret = spw_enter(&r->ring, 0, NULL);
+			/*
+			 * One connection per accept(): what a killed worker was
+			 * handed and never accepted dies with it, what still
+			 * waits in the module goes to a sibling.
+			 */
+			ret = spw_enter_max(&r->ring, 1, 0, NULL);
 			entered = true;
 			if (ret < 0)
 				err = -ret;	/* e.g. EMFILE: the connection keeps its place */
@@ -1128,7 +1133,7 @@ static int ring_accept(struct pl_lsn *e, struct sockaddr *addr, socklen_t *len, 
 		/* a blocking listener: sleep in the enter, as accept() sleeps */
 		r->fl.sleepers++;
 		pthread_mutex_unlock(&pl.lock);
-		ret = spw_enter(&r->ring, 1, NULL);
+		ret = spw_enter_max(&r->ring, 1, 1, NULL);
 		pthread_mutex_lock(&pl.lock);
 		r->fl.sleepers--;
 		if (ret < 0)

@@ -11,10 +11,17 @@
 int spw_enter(struct spw_ring *ring, unsigned wait_nr,
 	      const struct __kernel_timespec *ts)
 {
+	return spw_enter_max(ring, 0, wait_nr, ts);
+}
+
+int spw_enter_max(struct spw_ring *ring, unsigned max, unsigned wait_nr,
+		  const struct __kernel_timespec *ts)
+{
 	struct spw_enter args;
 
 	memset(&args, 0, sizeof(args));
 	args.min_complete = wait_nr;
+	args.max_post = max;
 	args.accept_flags = ring->accept_flags;
 	if (ts) {
 		if (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)

@@ -573,8 +573,11 @@ static void op_enter(void)
 	a.flags = chance(95) ? SPW_ENTER_F_TIMEOUT : rnd_u32();
 	a.accept_flags = chance(90) ? (rnd(4) & 1 ? SPW_ACCEPT_NONBLOCK : 0) |
 				      (rnd(4) & 2 ? SPW_ACCEPT_CLOEXEC : 0) : rnd_u32();
-	if (chance(3))
-		a.resv = rnd_u32();
+	switch (rnd(4)) {
+	case 0: a.max_post = 1; break;
+	case 1: a.max_post = chance(10) ? rnd_u32() : 1 + rnd(8); break;
+	default: a.max_post = 0; break;
+	}
 	a.timeout_ns = rnd_timeout();
 	/*
 	 * Never wait unbounded: a wait needs the timeout flag. (Huge

@@ -260,3 +260,106 @@ Test(lifecycle, group_and_rings_released_with_sockets_open, .timeout = 60)
 		close(lfd[i]);
 	}
 }
+
+/*
+ * max_post: an enter hands over at most that many connections and then
+ * returns, however many more it was asked to wait for; the rest keep
+ * waiting in the module.
+ */
+Test(lifecycle, enter_max_hands_over_at_most_max, .timeout = 60)
+{
+	int lfd = t_listener(AF_INET, 0, false, 16);
+	int gfd = t_group(&lfd, 1, 8);
+	struct __kernel_timespec ts = { .tv_sec = 3 };
+	struct spw_member_stats ms;
+	struct spw_ring ring;
+	int cfd[5];
+	long t0;
+
+	t_ring(&ring, gfd, 0);
+	for (unsigned i = 0; i < 5; i++)
+		cfd[i] = t_connect_id(t_port(lfd), i);
+	wait_pending(gfd, 0, 5);
+
+	cr_expect_eq(spw_enter_max(&ring, 2, 0, NULL), 2);
+	cr_assert_eq(spw_group_stats(gfd, &ms, 1), 1);
+	cr_expect_eq(ms.pending, 3);
+	cr_expect_eq(ms.outstanding, 5);
+	/* a spent budget ends the call: no wait for the 8 it cannot post */
+	t0 = t_now_ms();
+	cr_expect_eq(spw_enter_max(&ring, 1, 8, &ts), 3);
+	cr_expect_lt(t_now_ms() - t0, 1500, "waited %ld ms", t_now_ms() - t0);
+	/* 0: all that fit, as spw_enter() */
+	cr_expect_eq(spw_enter_max(&ring, 0, 0, NULL), 5);
+	cr_expect_eq(t_reap(&ring, 5, 1000, NULL), 5u);
+	for (unsigned i = 0; i < 5; i++)
+		close(cfd[i]);
+	spw_ring_exit(&ring);
+	close(gfd);
+	close(lfd);
+}
+
+/*
+ * A worker killed right after it took one connection (max_post 1, as the
+ * preload's accept() does) loses only that one: the others still wait in
+ * the module, and go to the sibling when the dead worker's ring closes.
+ * With max_post 0 the first enter hands over all four, and the kill
+ * resets them all.
+ */
+Test(lifecycle, killed_worker_loses_only_what_it_took, .timeout = 60)
+{
+	int lfd[2], gfd, sv[2], cfd[4], status, served = 0, reset = 0;
+	struct spw_cqe out[4];
+	struct spw_ring sib;
+	char b;
+	pid_t pid;
+
+	t_listeners(lfd, 2, false, 8);
+	gfd = t_group(lfd, 2, 8);
+	t_ring(&sib, gfd, 1);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	if (!pid) {
+		struct spw_ring r;
+		int rfd = spw_ring_open(gfd, 0);
+		int n;
+
+		if (rfd < 0 || spw_ring_init(&r, rfd) || read(sv[1], &b, 1) != 1)
+			_exit(2);
+		n = spw_enter_max(&r, 1, 1, NULL);
+		b = (char)n;
+		if (write(sv[1], &b, 1) != 1)
+			_exit(3);
+		pause();	/* killed holding its CQE */
+		_exit(4);
+	}
+	for (unsigned i = 0; i < 4; i++)
+		cfd[i] = t_connect_id(t_port(lfd[0]), i);
+	wait_pending(gfd, 0, 4);
+	cr_assert_eq(write(sv[0], "g", 1), 1);
+	cr_assert_eq(read(sv[0], &b, 1), 1);
+	cr_expect_eq(b, 1, "the worker's enter returned %d", b);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+
+	/* the dead worker's ring closed: its three waiting ones come here */
+	cr_expect_eq(t_reap(&sib, 3, 5000, out), 3u);
+	for (unsigned i = 0; i < 3; i++) {
+		cr_expect_lt(t_read_id(out[i].fd), 4u);
+		close(out[i].fd);
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		if (t_was_reset(cfd[i], 2000))
+			reset++;
+		else
+			served++;
+		close(cfd[i]);
+	}
+	cr_expect_eq(reset, 1, "%d reset, %d served", reset, served);
+	spw_ring_exit(&sib);
+	close(sv[0]);
+	close(sv[1]);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
+}

@@ -83,6 +83,16 @@ void spw_ring_set_accept_flags(struct spw_ring *ring, unsigned flags);
  */
 int spw_enter(struct spw_ring *ring, unsigned wait_nr,
 	      const struct __kernel_timespec *ts);
+/*
+ * Like spw_enter(), handing over at most @max connections (0: all that
+ * fit); returns once it has handed over @max, even with fewer than
+ * @wait_nr CQEs ready. Connections handed over are fds of this process
+ * and die with it; those still waiting in the kernel move on to a sibling
+ * when this consumer dies or stalls. A server whose workers may be killed
+ * takes one per accept(): spw_enter_max(ring, 1, 1, NULL).
+ */
+int spw_enter_max(struct spw_ring *ring, unsigned max, unsigned wait_nr,
+		  const struct __kernel_timespec *ts);
 int spw_wait_cqes(struct spw_ring *ring, struct spw_cqe **cqe_ptr,
 		  unsigned wait_nr, const struct __kernel_timespec *ts);
 

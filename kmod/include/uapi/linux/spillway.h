@@ -27,7 +27,7 @@
 #include <linux/ioctl.h>
 
 #define SPW_DEVICE_PATH		"/dev/spillway"
-#define SPW_ABI_VERSION		2
+#define SPW_ABI_VERSION		3
 
 #define SPW_MAX_MEMBERS		1024
 #define SPW_MAX_RING_ENTRIES	32768
@@ -131,17 +131,24 @@ struct spw_ring_open {
 #define SPW_ACCEPT_CLOEXEC	02000000	/* == SOCK_CLOEXEC == O_CLOEXEC */
 
 /*
- * SPW_IOC_ENTER on a ring fd: install every connection pending for this
- * ring as an fd in the caller's file table and post one CQE each, then
- * wait until at least @min_complete CQEs are in the ring (or the timeout
- * expires, or a signal arrives). Returns the number of CQEs in the ring.
- * A timeout with no CQE returns -ETIME.
+ * SPW_IOC_ENTER on a ring fd: install the connections pending for this
+ * ring as fds in the caller's file table and post one CQE each (all that
+ * fit, or at most @max_post in this call), then wait until at least
+ * @min_complete CQEs are in the ring (or the timeout expires, or a signal
+ * arrives). Returns the number of CQEs in the ring. A timeout with no CQE
+ * returns -ETIME. Once it has posted @max_post, the call returns without
+ * waiting further, even with fewer than @min_complete CQEs in the ring.
+ *
+ * Connections still pending when a consumer dies or stalls move on to a
+ * sibling; connections already posted are fds of the consumer and die with
+ * it. A consumer that may be killed (a server's worker) keeps that number
+ * small with @max_post (1: one per accept()).
  */
 struct spw_enter {
 	__u32	min_complete;	/* 0: do not wait */
 	__u32	flags;		/* SPW_ENTER_F_* */
 	__u32	accept_flags;	/* SPW_ACCEPT_* */
-	__u32	resv;		/* must be zero */
+	__u32	max_post;	/* 0: as many as the ring has room for */
 	__s64	timeout_ns;	/* relative, with SPW_ENTER_F_TIMEOUT */
 };
 
