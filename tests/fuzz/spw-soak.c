@@ -3,6 +3,7 @@
  * spw-soak: a bounded soak with real traffic. Run as root in a guest.
  *
  *   spw-soak [--seed N] [--seconds S] [--rate CONN_PER_S] [--report-only]
+ *            [--plain] [--tick S]
  *
  * A master registers 4 loopback listeners as one group and forks 4
  * workers, one ring each, serving a tiny protocol: read 1 byte, write 1
@@ -33,6 +34,20 @@
  *    check after the workers exit (just before close) verifies.
  *    Also: total.spilled_out == total.spilled_in.
  *    --report-only prints a violation instead of failing on it.
+ *
+ * --plain: the baseline without the module. Same listeners, clients,
+ * rate, kills, stops and generations, but no group: worker i accepts with
+ * accept4() on listener i (which it inherits; the master keeps the
+ * listeners for the whole run, as in the spillway mode), and a generation
+ * ends by stopping and respawning the workers. Only the client checks
+ * apply (the counter identity is the module's). What differs from the
+ * spillway mode is the accept path alone: who takes a connection off the
+ * listener's queue, and how the worker learns of it.
+ *
+ * Client accounting is printed per generation, and with --tick S every S
+ * seconds (connections in flight, still connecting or waiting for their
+ * byte, and the TCP retransmit counters), so a hang's onset shows. The
+ * run's deltas of TcpExt counters (/proc/net/netstat) close the summary.
  *
  * Exit status: 0, 1 when an invariant breaks, 64 on usage errors.
  */
@@ -72,6 +87,9 @@ struct shared {
 	volatile int stop_load;
 	/* load generator results */
 	uint64_t started, answered, reset, refused, eof, hung, connect_err;
+	uint64_t hung_connecting;	/* of hung: never finished the handshake */
+	/* in flight now: still connecting, connected and waiting for the byte */
+	uint64_t connecting, waiting;
 	/* workers */
 	uint64_t served, serve_fail;
 };
@@ -79,7 +97,8 @@ struct shared {
 static struct shared *sh;
 static uint64_t seed;
 static double seconds = 30, rate = 150;
-static bool report_only;
+static bool report_only, plain;
+static double tick;
 static int failures;
 
 static double now_s(void)
@@ -128,9 +147,15 @@ struct conn {
 	uint16_t port;
 };
 
+static void sub(uint64_t *c, uint64_t n)
+{
+	__atomic_fetch_sub(c, n, __ATOMIC_RELAXED);
+}
+
 static void conn_done(struct conn *c, uint64_t *counter)
 {
 	add(counter, 1);
+	sub(c->st == C_CONNECTING ? &sh->connecting : &sh->waiting, 1);
 	close(c->fd);
 	c->st = C_FREE;
 }
@@ -151,6 +176,7 @@ static void conn_start(struct conn *c, uint64_t *rs)
 	c->t0 = now_s();
 	c->port = port;
 	c->st = C_CONNECTING;
+	add(&sh->connecting, 1);
 	if (connect(fd, (void *)&a, sizeof(a)) && errno != EINPROGRESS) {
 		if (errno == ECONNREFUSED)
 			conn_done(c, &sh->refused);
@@ -186,6 +212,8 @@ static void conn_event(struct conn *c, short rev)
 			return;
 		}
 		c->st = C_WAITING;
+		sub(&sh->connecting, 1);
+		add(&sh->waiting, 1);
 		return;
 	}
 	n = recv(c->fd, &b, 1, 0);
@@ -226,6 +254,8 @@ static void *client_thread(void *arg)
 				fprintf(stderr, "spw-soak: HUNG client: port %u %s for %.1f s\n",
 					c[i].port, c[i].st == C_CONNECTING ? "connecting" : "waiting for its byte",
 					t - c[i].t0);
+				if (c[i].st == C_CONNECTING)
+					add(&sh->hung_connecting, 1);
 				conn_done(&c[i], &sh->hung);
 				continue;
 			}
@@ -320,6 +350,36 @@ static void worker(int gfd, unsigned idx)
 	_exit(0);
 }
 
+/*
+ * --plain: the same worker without the module. Wait (50 ms at most, as
+ * spw_wait_cqe_timeout() does) for listener @lfd to be readable, accept
+ * one connection, serve it. On SIGTERM there is nothing of ours to drain:
+ * what is queued stays on the listener for the next worker.
+ */
+static void worker_plain(int lfd)
+{
+	struct sigaction sa = { .sa_handler = on_term };	/* no SA_RESTART */
+
+	sigaction(SIGTERM, &sa, NULL);
+	while (!worker_stop) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		int fd;
+
+		if (poll(&p, 1, 50) != 1)
+			continue;
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+				continue;
+			fprintf(stderr, "spw-soak: worker: accept4: %s\n", strerror(errno));
+			_exit(3);
+		}
+		serve(fd);
+	}
+	close(lfd);
+	_exit(0);
+}
+
 /* ---------------------------------------------------------- master --- */
 
 struct wstate {
@@ -341,7 +401,10 @@ static pid_t spawn_worker(int gfd, unsigned idx)
 	}
 	if (!pid) {
 		for (int i = 0; i < NW; i++)
-			close(lfds[i]);
+			if (!plain || i != (int)idx)
+				close(lfds[i]);
+		if (plain)
+			worker_plain(lfds[idx]);
 		worker(gfd, idx);
 	}
 	ws[idx].pid = pid;
@@ -403,11 +466,92 @@ static void check_stats(int gfd, const char *when, bool drained)
 	      gens, when, (uint64_t)t->spilled_out, (uint64_t)t->spilled_in);
 }
 
+/* TcpExt counters worth watching: retransmits, and every listener drop. */
+static const char *const tcpext_names[] = {
+	"TCPSynRetrans", "TCPTimeouts", "ListenOverflows", "ListenDrops",
+	"TCPReqQFullDrop", "TCPReqQFullDoCookies", "TCPBacklogDrop",
+};
+#define NTCPEXT (sizeof(tcpext_names) / sizeof(tcpext_names[0]))
+
+/* Read them from /proc/net/netstat (this netns); -1 when missing. */
+static void tcpext_read(int64_t v[NTCPEXT])
+{
+	char names[8192], vals[8192];
+	FILE *f = fopen("/proc/net/netstat", "r");
+
+	for (size_t k = 0; k < NTCPEXT; k++)
+		v[k] = -1;
+	if (!f)
+		return;
+	while (fgets(names, sizeof(names), f) && fgets(vals, sizeof(vals), f)) {
+		char *sn, *sv, *n, *x;
+
+		if (strncmp(names, "TcpExt:", 7))
+			continue;
+		n = strtok_r(names + 7, " \n", &sn);
+		x = strtok_r(vals + 7, " \n", &sv);
+		for (; n && x; n = strtok_r(NULL, " \n", &sn), x = strtok_r(NULL, " \n", &sv))
+			for (size_t k = 0; k < NTCPEXT; k++)
+				if (!strcmp(n, tcpext_names[k]))
+					v[k] = strtoll(x, NULL, 10);
+	}
+	fclose(f);
+}
+
+/* Client counters (and TcpExt) since the last report of the same kind. */
+struct creport {
+	uint64_t started, answered, reset, refused, eof, hung, hung_connecting, connect_err;
+	int64_t tcpext[NTCPEXT];
+};
+
+static void creport_take(struct creport *r)
+{
+	r->started = __atomic_load_n(&sh->started, __ATOMIC_RELAXED);
+	r->answered = __atomic_load_n(&sh->answered, __ATOMIC_RELAXED);
+	r->reset = __atomic_load_n(&sh->reset, __ATOMIC_RELAXED);
+	r->refused = __atomic_load_n(&sh->refused, __ATOMIC_RELAXED);
+	r->eof = __atomic_load_n(&sh->eof, __ATOMIC_RELAXED);
+	r->hung = __atomic_load_n(&sh->hung, __ATOMIC_RELAXED);
+	r->hung_connecting = __atomic_load_n(&sh->hung_connecting, __ATOMIC_RELAXED);
+	r->connect_err = __atomic_load_n(&sh->connect_err, __ATOMIC_RELAXED);
+	tcpext_read(r->tcpext);
+}
+
+static double t_start;
+static struct creport rep_gen, rep_tick, rep_run;
+
+/* Print "@what: +deltas, in flight" and move @last to now. */
+static void creport_print(const char *what, struct creport *last)
+{
+	struct creport n;
+
+	creport_take(&n);
+	printf("spw-soak: %s t=%.1f clients: +started=%" PRIu64 " +answered=%" PRIu64
+	       " +reset=%" PRIu64 " +refused=%" PRIu64 " +eof=%" PRIu64 " +connect_err=%" PRIu64
+	       " +hung=%" PRIu64 " (connecting %" PRIu64 ") | in flight: connecting=%" PRIu64
+	       " waiting=%" PRIu64 " | +TCPSynRetrans=%" PRId64 " +TCPTimeouts=%" PRId64 "\n",
+	       what, now_s() - t_start, n.started - last->started, n.answered - last->answered,
+	       n.reset - last->reset, n.refused - last->refused, n.eof - last->eof,
+	       n.connect_err - last->connect_err, n.hung - last->hung,
+	       n.hung_connecting - last->hung_connecting,
+	       __atomic_load_n(&sh->connecting, __ATOMIC_RELAXED),
+	       __atomic_load_n(&sh->waiting, __ATOMIC_RELAXED),
+	       n.tcpext[0] - last->tcpext[0], n.tcpext[1] - last->tcpext[1]);
+	*last = n;
+}
+
 static int group_create(void)
 {
 	struct spw_group_params p = { .ring_entries = ENTRIES };
-	int gfd = spw_group_create(lfds, NW, &p);
+	int gfd;
 
+	if (plain) {
+		gens++;
+		for (unsigned i = 0; i < NW; i++)
+			spawn_worker(-1, i);
+		return -1;
+	}
+	gfd = spw_group_create(lfds, NW, &p);
 	if (gfd < 0) {
 		printf("spw-soak: FAIL: group create (gen %" PRIu64 "): %s\n", gens, strerror(-gfd));
 		exit(1);
@@ -436,7 +580,12 @@ static void reap_unexpected(int gfd)
 /* End a generation: stop the workers, check the counters, close. */
 static void group_end(int gfd)
 {
-	check_stats(gfd, "running", false);
+	char what[48];
+
+	snprintf(what, sizeof(what), "gen %" PRIu64 " end", gens);
+	creport_print(what, &rep_gen);
+	if (!plain)
+		check_stats(gfd, "running", false);
 	for (unsigned i = 0; i < NW; i++) {
 		kill(ws[i].pid, SIGCONT);
 		kill(ws[i].pid, SIGTERM);
@@ -458,13 +607,16 @@ static void group_end(int gfd)
 			check(false, "worker %u exited with status %d", i, WEXITSTATUS(st));
 		ws[i].pid = 0;
 	}
+	if (plain)
+		return;
 	check_stats(gfd, "before close", true);
 	close(gfd);
 }
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: spw-soak [--seed N] [--seconds S] [--rate CONN_PER_S] [--report-only]\n");
+	fprintf(stderr, "usage: spw-soak [--seed N] [--seconds S] [--rate CONN_PER_S] [--report-only]\n"
+			"                [--plain] [--tick S]\n");
 	exit(64);
 }
 
@@ -472,7 +624,7 @@ int main(int argc, char **argv)
 {
 	bool have_seed = false;
 	uint64_t rs;
-	double t_end, next_gen, next_kill, next_stop;
+	double t_end, next_gen, next_kill, next_stop, next_tick;
 	pid_t lg;
 	int gfd, st;
 
@@ -486,16 +638,20 @@ int main(int argc, char **argv)
 			rate = atof(argv[++i]);
 		} else if (!strcmp(argv[i], "--report-only")) {
 			report_only = true;
+		} else if (!strcmp(argv[i], "--plain")) {
+			plain = true;
+		} else if (!strcmp(argv[i], "--tick") && i + 1 < argc) {
+			tick = atof(argv[++i]);
 		} else {
 			usage();
 		}
 	}
 	if (!have_seed)
 		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-	if (seconds <= 0 || rate <= 0)
+	if (seconds <= 0 || rate <= 0 || tick < 0)
 		usage();
-	printf("spw-soak: seed=%" PRIu64 " seconds=%g rate=%g/s workers=%d entries=%d\n",
-	       seed, seconds, rate, NW, ENTRIES);
+	printf("spw-soak: seed=%" PRIu64 " seconds=%g rate=%g/s workers=%d entries=%d mode=%s\n",
+	       seed, seconds, rate, NW, ENTRIES, plain ? "plain (accept4, no group)" : "spillway");
 	fflush(stdout);
 	rs = seed;
 	signal(SIGPIPE, SIG_IGN);
@@ -520,6 +676,9 @@ int main(int argc, char **argv)
 		}
 		sh->port[i] = ntohs(a.sin_port);
 	}
+	t_start = now_s();
+	creport_take(&rep_run);
+	rep_gen = rep_tick = rep_run;
 	fflush(stdout);
 	lg = fork();
 	if (lg < 0) {
@@ -537,9 +696,14 @@ int main(int argc, char **argv)
 	next_gen = now_s() + 4 + rnd(&rs, 4000) / 1000.0;
 	next_kill = now_s() + 1 + rnd(&rs, 3000) / 1000.0;
 	next_stop = now_s() + 0.5 + rnd(&rs, 2000) / 1000.0;
+	next_tick = tick ? now_s() + tick : 0;
 	while (now_s() < t_end) {
 		double t = now_s();
 
+		if (tick && t >= next_tick) {
+			creport_print("tick", &rep_tick);
+			next_tick = next_tick + tick < t ? t + tick : next_tick + tick;
+		}
 		fflush(stdout);
 		reap_unexpected(gfd);
 		for (unsigned i = 0; i < NW; i++)
@@ -583,6 +747,11 @@ int main(int argc, char **argv)
 		}
 	for (double t = now_s() + CLIENT_DEADLINE + 10; waitpid(lg, &st, WNOHANG) != lg;) {
 		reap_unexpected(gfd);
+		if (tick && now_s() >= next_tick) {
+			creport_print("tick", &rep_tick);
+			fflush(stdout);
+			next_tick = next_tick + tick < now_s() ? now_s() + tick : next_tick + tick;
+		}
 		if (now_s() > t) {
 			check(false, "the load generator did not finish");
 			kill(lg, SIGKILL);
@@ -597,14 +766,25 @@ int main(int argc, char **argv)
 
 	uint64_t done = sh->answered + sh->reset + sh->refused + sh->eof + sh->hung + sh->connect_err;
 
-	printf("spw-soak: summary: seed=%" PRIu64 " generations=%" PRIu64 " kills=%" PRIu64
+	printf("spw-soak: summary: seed=%" PRIu64 " mode=%s generations=%" PRIu64 " kills=%" PRIu64
 	       " stops=%" PRIu64 " unexpected_worker_exits=%" PRIu64 "\n",
-	       seed, gens, kills, stops, unexpected);
+	       seed, plain ? "plain" : "spillway", gens, kills, stops, unexpected);
 	printf("spw-soak: clients: started=%" PRIu64 " answered=%" PRIu64 " reset=%" PRIu64
 	       " refused=%" PRIu64 " eof=%" PRIu64 " connect_err=%" PRIu64 " hung=%" PRIu64
 	       " | workers served=%" PRIu64 " serve_fail=%" PRIu64 "\n",
 	       sh->started, sh->answered, sh->reset, sh->refused, sh->eof,
 	       sh->connect_err, sh->hung, sh->served, sh->serve_fail);
+	{
+		int64_t now[NTCPEXT];
+
+		tcpext_read(now);
+		printf("spw-soak: hung: %" PRIu64 " connecting (no handshake), %" PRIu64
+		       " waiting for their byte | TcpExt over the run:",
+		       sh->hung_connecting, sh->hung - sh->hung_connecting);
+		for (size_t k = 0; k < NTCPEXT; k++)
+			printf(" %s=%" PRId64, tcpext_names[k], now[k] - rep_run.tcpext[k]);
+		printf("\n");
+	}
 	check(sh->hung == 0, "%" PRIu64 " client connections hung past %.0f s", sh->hung, CLIENT_DEADLINE);
 	check(done == sh->started, "clients: %" PRIu64 " started, %" PRIu64 " accounted for", sh->started, done);
 	check(sh->answered > 0, "no client connection was answered");
