@@ -188,6 +188,14 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 		spw_token_unget(r, origin);
 		return fd;
 	}
+	/*
+	 * In the consumer's own context, as its accept() would run. The
+	 * security label ends as accept()'s: sock_create_lite() labels the
+	 * new inode as a kernel socket's, then inet_accept()'s sock_graft()
+	 * relabels it from the child sock, as it does after accept()'s
+	 * security_socket_accept(). That check itself is not exported and
+	 * does not run (docs/architecture.md, "Security").
+	 */
 	err = kernel_accept(m->sock, &child, O_NONBLOCK);
 	if (err) {
 		put_unused_fd(fd);
