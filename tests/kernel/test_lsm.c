@@ -112,6 +112,27 @@ static int take_one(struct spw_ring *r)
 	return fd;
 }
 
+/* A one-member group on @lfd with its ring mapped; the group fd, or -1. */
+static int own_ring(int lfd, struct spw_ring *r)
+{
+	int gfd = spw_group_create(&lfd, 1, &one_ring);
+	int rfd = gfd < 0 ? -1 : spw_ring_open(gfd, 0);
+
+	if (rfd < 0 || spw_ring_init(r, rfd))
+		return -1;
+	return gfd;
+}
+
+/* Connect to @lfd and take that connection from @r: 1, 0 if none came,
+ * -1 if the connect failed. */
+static int hand_over_one(struct spw_ring *r, int lfd)
+{
+	int cfd = connect_lo(t_port(lfd));
+	int got = take_one(r) >= 0;
+
+	return cfd < 0 ? -1 : got;
+}
+
 /* Shared between a test and its children: what each step saw. */
 struct seen {
 	int step;		/* the child's last completed step */
@@ -226,14 +247,13 @@ Test(files, policy_decides_who_creates_opens_and_enters, .timeout = 30)
 	pid = fork();
 	if (!pid) {
 		struct spw_ring ring;
-		int gfd, rfd, cfd1;
+		int gfd, got;
 		pid_t denied;
 
 		if (set_attr("current", CTX_WORKER))
 			_exit(1);
-		gfd = spw_group_create(&lfd, 1, &one_ring);
-		rfd = gfd < 0 ? -1 : spw_ring_open(gfd, 0);
-		if (rfd < 0 || spw_ring_init(&ring, rfd))
+		gfd = own_ring(lfd, &ring);
+		if (gfd < 0)
 			_exit(2);
 		s->step = 1;
 		denied = fork();
@@ -249,10 +269,10 @@ Test(files, policy_decides_who_creates_opens_and_enters, .timeout = 30)
 			_exit(3);
 		s->step = 2;
 		/* the worker itself still takes connections */
-		cfd1 = connect_lo(t_port(lfd));
-		s->got = take_one(&ring) >= 0;
-		if (cfd1 < 0)
+		got = hand_over_one(&ring, lfd);
+		if (got < 0)
 			_exit(4);
+		s->got = got;
 		s->step = 3;
 		_exit(0);
 	}
@@ -293,7 +313,7 @@ Test(gaps, socket_accept_check_does_not_run_for_a_hand_over, .timeout = 30)
 	pid = fork();
 	if (!pid) {
 		struct spw_ring ring;
-		int gfd, rfd, c1, c2;
+		int c1, got;
 
 		if (set_attr("current", CTX_WORKER))
 			_exit(1);
@@ -304,14 +324,12 @@ Test(gaps, socket_accept_check_does_not_run_for_a_hand_over, .timeout = 30)
 		usleep(100 * 1000);
 		s->err[0] = accept4(pfd, NULL, NULL, SOCK_NONBLOCK) < 0 ? errno : 0;
 		s->step = 1;
-		gfd = spw_group_create(&lfd, 1, &one_ring);
-		rfd = gfd < 0 ? -1 : spw_ring_open(gfd, 0);
-		if (rfd < 0 || spw_ring_init(&ring, rfd))
+		if (own_ring(lfd, &ring) < 0)
 			_exit(3);
-		c2 = connect_lo(t_port(lfd));
-		s->got = take_one(&ring) >= 0;
-		if (c2 < 0)
+		got = hand_over_one(&ring, lfd);
+		if (got < 0)
 			_exit(4);
+		s->got = got;
 		s->step = 2;
 		_exit(0);
 	}
