@@ -2,10 +2,14 @@
 /*
  * test_lifecycle: group and ring fds cross fork() and SCM_RIGHTS; a
  * ring whose last fd closes hands its waiting connections to siblings;
- * closing the group gives the listeners back to plain accept(); nothing
- * leaks (TCP sockets in use return to where they were).
+ * closing the group gives the listeners back to plain accept(), also when
+ * the unix GC closes it; nothing leaks (TCP sockets in use return to
+ * where they were).
  */
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -115,6 +119,50 @@ Test(lifecycle, ring_fd_passed_with_scm_rights)
 	cfd = t_connect_id(t_port(lfd), 42);
 	waitpid(pid, &status, 0);
 	cr_expect_eq(WEXITSTATUS(status), 0);
+	close(cfd);
+	close(lfd);
+}
+
+/*
+ * A group fd in flight inside an SCM_RIGHTS cycle nobody can reach: only
+ * the kernel's unix garbage collector can free it, and the GC runs when
+ * some unix socket is released while fds are in flight (here: sp[1]'s
+ * close). The GC worker drops the last reference, so the group's release
+ * runs in a kworker (delayed fput), not in a process closing an fd. It
+ * must free the group, give the listener back, and leave the connection
+ * that waited for the (never opened) ring in the accept queue.
+ */
+Test(lifecycle, group_in_an_scm_cycle_is_freed_by_the_unix_gc, .timeout = 60)
+{
+	struct spw_group_params p = { .ring_entries = 4, .stall_ms = SPW_STALL_OFF };
+	int lfd = t_listener(AF_INET, 0, false, 8);
+	int gfd = t_group(&lfd, 1, 4);
+	int sp[2], cfd, g = -1, afd;
+
+	cfd = t_connect_id(t_port(lfd), 7);
+	wait_pending(gfd, 0, 1);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM, 0, sp), 0);
+	/* both land in sp[0]'s queue: sp[0] holds itself and the group */
+	send_fd(sp[1], sp[0]);
+	send_fd(sp[1], gfd);
+	close(gfd);
+	close(sp[0]);
+	close(sp[1]);	/* a unix socket released with fds in flight: GC */
+	for (long end = t_now_ms() + 10000; t_now_ms() < end; usleep(20000)) {
+		g = spw_group_create(&lfd, 1, &p);
+		if (g >= 0)
+			break;
+		cr_assert_eq(g, -EBUSY, "create on the cycle's listener: %s", strerror(-g));
+	}
+	cr_assert_geq(g, 0, "the group in the cycle was not freed in 10 s");
+	close(g);
+	/* the connection that waited in the module is still queued */
+	cr_assert_eq(poll(&(struct pollfd){ .fd = lfd, .events = POLLIN }, 1, 5000), 1,
+		     "the waiting connection is gone");
+	afd = accept(lfd, NULL, NULL);
+	cr_assert_geq(afd, 0);
+	cr_expect_eq(t_read_id(afd), 7u);
+	close(afd);
 	close(cfd);
 	close(lfd);
 }
