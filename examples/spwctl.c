@@ -272,6 +272,7 @@ static const char *value_name(const char *key, const struct kv *e)
 		[SPW_MEMBER_NEW] = "new",
 		[SPW_MEMBER_OPEN] = "open",
 		[SPW_MEMBER_CLOSED] = "closed",
+		[SPW_MEMBER_VACANT] = "vacant",
 	};
 	static const char *const policies[] = {
 		"default", "origin", "least", "p2c", "cpu",

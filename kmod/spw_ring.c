@@ -466,6 +466,47 @@ static int spw_ring_mmap(struct file *file, struct vm_area_struct *vma)
 	return vm_map_pages(vma, r->pages, r->nr_pages);
 }
 
+/* Does any ring of @g but @self take work (open, or never opened)? */
+static bool spw_sibling_live_locked(const struct spw_group *g,
+				    unsigned int self)
+{
+	unsigned int i;
+
+	lockdep_assert_held(&g->lock);
+	/* O(members), at a ring's last close only */
+	for (i = 0; i < g->nr; i++)
+		if (i != self && g->acct[i].live)
+			return true;
+	return false;
+}
+
+/* @r's consumer is gone: it takes no work, and its work goes elsewhere. */
+static void spw_ring_set_closed_locked(struct spw_ring *r)
+{
+	lockdep_assert_held(&r->group->lock);
+	spw_acct(r)->live = 0;
+	r->state = SPW_MEMBER_CLOSED;
+	spw_refile_locked(r->group, r->idx);
+	spw_ring_rehome_locked(r);
+}
+
+/*
+ * @r opened: a VACANT sibling (below) has a consumer to hand its work to
+ * now, the one that opened @r. At most one ring is VACANT: only the
+ * last ring with a consumer becomes so, and it takes work.
+ */
+static void spw_ring_end_vacancy_locked(struct spw_ring *r)
+{
+	struct spw_group *g = r->group;
+	unsigned int i;
+
+	lockdep_assert_held(&g->lock);
+	/* O(members), at a ring's first open only */
+	for (i = 0; i < g->nr; i++)
+		if (i != r->idx && g->rings[i].state == SPW_MEMBER_VACANT)
+			spw_ring_set_closed_locked(&g->rings[i]);
+}
+
 /* First open: fresh shared memory, and the ring takes work again. */
 static int spw_ring_activate(struct spw_ring *r)
 {
@@ -495,17 +536,24 @@ static int spw_ring_activate(struct spw_ring *r)
 	a->work_since = a->last_active;
 	r->seen_seq = g->steal_seq;
 	r->state = SPW_MEMBER_OPEN;
+	spw_refile_locked(g, r->idx);
+	spw_ring_end_vacancy_locked(r);
 	if (r->tok_head != r->tok_tail)
 		hdr->flags |= SPW_RING_F_WORK_PENDING;
-	spw_refile_locked(g, r->idx);
 	spin_unlock_bh(&g->lock);
 	return 0;
 }
 
 /*
  * Last close: the consumer is gone; its waiting connections move on to
- * the siblings. When this close also ends the group (@rehome false),
- * they stay in their listeners' queues for plain accept() instead.
+ * the siblings. When no sibling takes work (every worker of a live group
+ * is gone: a one-worker daemon restarting, a master replacing all its
+ * workers), they have nowhere to go: the ring stays a target, VACANT, and
+ * they wait, as they would in a plain listener's queue, for the next
+ * ring to open: a replacement of this member keeps them, another
+ * member's worker takes them over. When this close also ends the group
+ * (@rehome false), they stay in their listeners' queues for plain
+ * accept().
  */
 static void spw_ring_deactivate(struct spw_ring *r, bool rehome)
 {
@@ -516,18 +564,24 @@ static void spw_ring_deactivate(struct spw_ring *r, bool rehome)
 
 	lockdep_assert_held(&g->open_lock);
 	spin_lock_bh(&g->lock);
-	a->live = 0;
-	r->state = SPW_MEMBER_CLOSED;
-	spw_refile_locked(g, r->idx);
-	if (rehome) {
-		spw_ring_rehome_locked(r);
-	} else {
+	if (!rehome) {
+		a->live = 0;
+		r->state = SPW_MEMBER_CLOSED;
+		spw_refile_locked(g, r->idx);
 		a->pending = 0;
 		r->tok_head = r->tok_tail;
+	} else if (spw_sibling_live_locked(g, r->idx)) {
+		spw_ring_set_closed_locked(r);
+	} else {
+		/* poll no longer stands for a consumer that is idle */
+		a->polled = 0;
+		r->state = SPW_MEMBER_VACANT;
 	}
 	/* CQEs already posted belong to the consumer's file table */
 	a->khead = &r->dummy_head;
 	a->ktail = 0;
+	/* a VACANT ring's load is its tokens alone now */
+	spw_refile_locked(g, r->idx);
 	hdr = r->hdr;
 	pages = r->pages;
 	r->hdr = NULL;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_lifecycle: group and ring fds cross fork() and SCM_RIGHTS; a
- * ring whose last fd closes hands its waiting connections to siblings;
+ * ring whose last fd closes hands its waiting connections to siblings,
+ * or keeps them for a replacement when no sibling is left;
  * closing the group gives the listeners back to plain accept(), also when
  * the unix GC closes it; nothing leaks (TCP sockets in use return to
  * where they were).
@@ -232,6 +233,139 @@ Test(lifecycle, dead_workers_connections_move_to_siblings, .timeout = 60)
 		close(cfd[i]);
 	spw_ring_exit(&again);
 	spw_ring_exit(&sibling);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
+}
+
+/* A worker of member @m that opens its ring and never enters; its pid. */
+static pid_t stuck_worker(int gfd, unsigned m)
+{
+	struct spw_member_stats ms[8];
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		struct spw_ring ring;
+		int rfd = spw_ring_open(gfd, m);
+
+		if (rfd < 0 || spw_ring_init(&ring, rfd))
+			_exit(2);
+		pause();
+		_exit(0);
+	}
+	for (long end = t_now_ms() + 5000; t_now_ms() < end; usleep(5000)) {
+		cr_assert_gt(spw_group_stats(gfd, ms, 8), (int)m);
+		if (ms[m].state == SPW_MEMBER_OPEN)
+			return pid;
+	}
+	cr_assert_fail("member %u's ring never opened", m);
+	return -1;
+}
+
+/*
+ * Every worker of a live group is gone: a one-worker daemon restarting,
+ * or a master replacing all its workers at once. With no sibling to take
+ * them, the connections waiting for the last ring wait for a replacement,
+ * as they would in a plain listener's queue: none is reset. Returns with
+ * member 0 VACANT, holding the three connections @cfd (ids 0-2) of
+ * lfd[0]; member 1's ring was opened and closed before.
+ */
+static void vacate_both(int gfd, const int *lfd, int *cfd)
+{
+	struct spw_member_stats ms[2];
+	struct spw_ring first;
+	int status;
+	pid_t pid;
+
+	pid = stuck_worker(gfd, 0);
+	t_ring(&first, gfd, 1);		/* after the fork: the child has no copy */
+	for (unsigned i = 0; i < 3; i++)
+		cfd[i] = t_connect_id(t_port(lfd[0]), i);
+	wait_pending(gfd, 0, 3);
+	spw_ring_exit(&first);		/* member 1's worker goes first */
+	kill(pid, SIGKILL);		/* then the last one */
+	waitpid(pid, &status, 0);
+
+	cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+	cr_expect_eq(ms[1].state, (unsigned)SPW_MEMBER_CLOSED);
+	cr_expect_eq(ms[0].state, (unsigned)SPW_MEMBER_VACANT);
+	cr_expect_eq(ms[0].pending, 3u);
+	cr_expect_eq(ms[0].dropped + ms[1].dropped, 0u);
+	for (unsigned i = 0; i < 3; i++)
+		cr_expect_not(t_was_reset(cfd[i], 300), "client %u was reset", i);
+}
+
+Test(lifecycle, last_workers_connections_wait_for_a_replacement, .timeout = 60)
+{
+	int lfd[2], cfd[4], gfd;
+	struct spw_member_stats ms[2];
+	struct spw_cqe cqe[4];
+	struct spw_ring again;
+	unsigned seen = 0;
+
+	t_listeners(lfd, 2, false, 8);
+	gfd = t_group(lfd, 2, 8);
+	vacate_both(gfd, lfd, cfd);
+	/* arrivals meanwhile wait too, whichever member they reach */
+	cfd[3] = t_connect_id(t_port(lfd[1]), 3);
+	wait_pending(gfd, 0, 4);
+
+	/* the replacement serves all four */
+	t_ring(&again, gfd, 0);
+	cr_assert_eq(t_reap(&again, 4, 5000, cqe), 4u);
+	for (unsigned i = 0; i < 4; i++) {
+		uint32_t id = t_read_id(cqe[i].fd);
+
+		cr_expect_lt(id, 4u);
+		if (id < 4)
+			seen |= 1u << id;
+		close(cqe[i].fd);
+	}
+	cr_expect_eq(seen, 0xfu, "ids seen: %#x", seen);
+	cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+	cr_expect_eq(ms[0].state, (unsigned)SPW_MEMBER_OPEN);
+	cr_expect_eq(ms[0].dropped + ms[1].dropped, 0u);
+
+	for (unsigned i = 0; i < 4; i++)
+		close(cfd[i]);
+	spw_ring_exit(&again);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
+}
+
+/*
+ * A vacant member that no worker takes over: the first worker of another
+ * member takes its waiting connections when it opens its ring (stall
+ * detection is off: no stall time is involved).
+ */
+Test(lifecycle, vacant_members_connections_go_to_the_next_worker, .timeout = 60)
+{
+	int lfd[2], cfd[3], gfd;
+	struct spw_member_stats ms[2];
+	struct spw_cqe cqe[3];
+	struct spw_ring next;
+
+	t_listeners(lfd, 2, false, 8);
+	gfd = t_group(lfd, 2, 8);
+	vacate_both(gfd, lfd, cfd);
+
+	t_ring(&next, gfd, 1);
+	cr_assert_eq(t_reap(&next, 3, 5000, cqe), 3u);
+	for (unsigned i = 0; i < 3; i++) {
+		cr_expect_eq(cqe[i].origin, 0u);
+		cr_expect(cqe[i].flags & SPW_CQE_F_SPILLED);
+		cr_expect_lt(t_read_id(cqe[i].fd), 3u);
+		close(cqe[i].fd);
+	}
+	cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+	cr_expect_eq(ms[0].rehomed, 3u);
+	cr_expect_eq(ms[0].dropped + ms[1].dropped, 0u);
+
+	for (unsigned i = 0; i < 3; i++)
+		close(cfd[i]);
+	spw_ring_exit(&next);
 	close(gfd);
 	close(lfd[0]);
 	close(lfd[1]);

@@ -169,6 +169,8 @@ struct spw_member_stats {
 #define SPW_MEMBER_NEW		0	/* ring never opened: still takes work */
 #define SPW_MEMBER_OPEN		1	/* a consumer holds the ring */
 #define SPW_MEMBER_CLOSED	2	/* consumer gone: never a target */
+#define SPW_MEMBER_VACANT	3	/* consumer gone, no sibling open: still
+					 * takes work, for a replacement */
 
 /*
  * SPW_IOC_GROUP_STATS on a group fd or a ring fd. Fills @total and up to
