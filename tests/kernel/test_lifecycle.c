@@ -296,6 +296,18 @@ static void vacate_both(int gfd, const int *lfd, int *cfd)
 		cr_expect_not(t_was_reset(cfd[i], 300), "client %u was reset", i);
 }
 
+/* Close what a vacancy test made: clients, the serving ring, group, listeners. */
+static void end_vacancy_test(struct spw_ring *r, int gfd, const int *lfd,
+			     const int *cfd, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		close(cfd[i]);
+	spw_ring_exit(r);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
+}
+
 Test(lifecycle, last_workers_connections_wait_for_a_replacement, .timeout = 60)
 {
 	int lfd[2], cfd[4], gfd;
@@ -327,12 +339,7 @@ Test(lifecycle, last_workers_connections_wait_for_a_replacement, .timeout = 60)
 	cr_expect_eq(ms[0].state, (unsigned)SPW_MEMBER_OPEN);
 	cr_expect_eq(ms[0].dropped + ms[1].dropped, 0u);
 
-	for (unsigned i = 0; i < 4; i++)
-		close(cfd[i]);
-	spw_ring_exit(&again);
-	close(gfd);
-	close(lfd[0]);
-	close(lfd[1]);
+	end_vacancy_test(&again, gfd, lfd, cfd, 4);
 }
 
 /*
@@ -363,12 +370,7 @@ Test(lifecycle, vacant_members_connections_go_to_the_next_worker, .timeout = 60)
 	cr_expect_eq(ms[0].rehomed, 3u);
 	cr_expect_eq(ms[0].dropped + ms[1].dropped, 0u);
 
-	for (unsigned i = 0; i < 3; i++)
-		close(cfd[i]);
-	spw_ring_exit(&next);
-	close(gfd);
-	close(lfd[0]);
-	close(lfd[1]);
+	end_vacancy_test(&next, gfd, lfd, cfd, 3);
 }
 
 /*
