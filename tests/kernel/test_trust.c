@@ -15,12 +15,15 @@
  *   - only the socket's owner (or CAP_NET_ADMIN) may register it;
  *   - ring memory is charged to the opener's memory cgroup;
  *   - a failed create disturbs no client;
- *   - a burst far larger than the rings is reset promptly and counted.
+ *   - a burst far larger than the rings is reset promptly and counted,
+ *     and no drop walks the accept queue (a watchpoint counts the reads).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/hw_breakpoint.h>
+#include <linux/perf_event.h>
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -631,6 +634,287 @@ Test(drop, burst_far_beyond_the_rings, .timeout = 120)
 		close(lfd[i]);
 	}
 	close(gfd);
+}
+
+/*
+ * Watching the kernel's accept queue from a test. A drop's cost cannot be
+ * asserted as a time, so the next test counts memory accesses instead:
+ * kprobe events name each request sock as TCP queues it on the listener,
+ * and a hardware watchpoint (perf, PERF_TYPE_BREAKPOINT) counts every read
+ * or write of one queued request's dl_next link. A drop that walks the
+ * queue reads every link it passes; one that takes the head reads only
+ * the head's.
+ */
+struct kq {
+	char inst[96];		/* our own trace instance */
+	char grp[32];		/* our kprobe event group */
+	uint64_t sk;		/* the listener, as the kernel knows it */
+	uint64_t req[64];	/* request socks queued on it, in order */
+	unsigned nreq;
+};
+
+static const char tracefs_dir[] = "/sys/kernel/tracing";
+
+static bool kq_write(const char *file, const char *text)
+{
+	char path[192];
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/%s", tracefs_dir, file);
+	fd = open(path, O_WRONLY | O_APPEND);
+	if (fd < 0)
+		return false;
+	n = write(fd, text, strlen(text));
+	close(fd);
+	return n == (ssize_t)strlen(text);
+}
+
+/* The kernel address of the TCP listener on @port, from /proc/net/tcp. */
+static uint64_t kq_listener(uint16_t port)
+{
+	FILE *f = fopen("/proc/net/tcp", "r");
+	char line[512];
+	uint64_t sk = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned lport, st;
+		unsigned long long p;
+
+		/* sl local rem st tx:rx tr:when retr uid timeout inode ref sk */
+		if (sscanf(line, " %*d: %*x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*d %*u %*d %llx",
+			   &lport, &st, &p) == 3 && lport == port && st == 0x0a)
+			sk = p;
+	}
+	fclose(f);
+	return sk;
+}
+
+/*
+ * Record every request sock TCP hands to the listener on @port from now
+ * on. Skips the test where the kernel has no kprobe events. Addresses and
+ * kprobes are root-only views; the guest runs the tests as root.
+ */
+static void kq_start(struct kq *q, uint16_t port)
+{
+	char cmd[256];
+
+	memset(q, 0, sizeof(*q));
+	snprintf(cmd, sizeof(cmd), "%s/kprobe_events", tracefs_dir);
+	if (access(cmd, W_OK))
+		cr_skip_test("no kprobe events in this kernel");
+	/* kptr_restrict 1: %pK shows real addresses to CAP_SYSLOG */
+	int fd = open("/proc/sys/kernel/kptr_restrict", O_WRONLY);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "1", 1), 1);
+	close(fd);
+	/*
+	 * Plain int3 probes only: an optimised probe is a jump patched in
+	 * with text_poke_bp(), live text patching that a multi-threaded TCG
+	 * vCPU can run into (see the memcg note in tests/vm/run).
+	 */
+	fd = open("/proc/sys/debug/kprobes-optimization", O_WRONLY);
+	if (fd >= 0) {
+		cr_assert_eq(write(fd, "0", 1), 1);
+		close(fd);
+	}
+	q->sk = kq_listener(port);
+	cr_assert_neq(q->sk, 0, "no address for the listener in /proc/net/tcp");
+	snprintf(q->grp, sizeof(q->grp), "spwtest%d", getpid());
+	snprintf(q->inst, sizeof(q->inst), "%s/instances/%s", tracefs_dir, q->grp);
+	cr_assert_eq(mkdir(q->inst, 0700), 0, "%s: %s", q->inst, strerror(errno));
+	/* inet_csk_complete_hashdance(sk, child, req, own_req): queues req */
+	snprintf(cmd, sizeof(cmd),
+		 "p:%s/qadd inet_csk_complete_hashdance sk=$arg1:x64 req=$arg3:x64\n",
+		 q->grp);
+	cr_assert(kq_write("kprobe_events", cmd), "kprobe_events: %s", strerror(errno));
+	snprintf(cmd, sizeof(cmd), "instances/%s/events/%s/qadd/enable", q->grp, q->grp);
+	cr_assert(kq_write(cmd, "1"), "enable: %s", strerror(errno));
+}
+
+/* Stop recording; fill q->req with the listener's requests, in order. */
+static void kq_collect(struct kq *q)
+{
+	char path[192], line[512], cmd[160];
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "instances/%s/events/%s/qadd/enable", q->grp, q->grp);
+	cr_assert(kq_write(cmd, "0"));
+	snprintf(path, sizeof(path), "%s/trace", q->inst);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long sk, req;
+		char *p = strstr(line, " sk=0x");
+
+		if (p && sscanf(p, " sk=0x%llx req=0x%llx", &sk, &req) == 2 &&
+		    sk == q->sk && q->nreq < 64)
+			q->req[q->nreq++] = req;
+	}
+	fclose(f);
+}
+
+/*
+ * The offset of dl_next in struct request_sock on this kernel: a kprobe
+ * event that fetches 8-byte words of request @i (at fixed addresses) fires
+ * on a getppid(); the link is the one word that holds request @i + 1, the
+ * next one queued. (Other words may name other requests: a stale hash
+ * chain pointer, say.) Found at run time: the layout differs between
+ * kernels and configs.
+ */
+static unsigned kq_link_offset(struct kq *q, unsigned i)
+{
+	enum { WORDS = 64 };
+	char cmd[WORDS * 40 + 128], path[192], line[WORDS * 40 + 512];
+	uint64_t a = q->req[i], next = q->req[i + 1];
+	unsigned found = 0, off = 0;
+	size_t len;
+	FILE *f;
+
+	cr_assert_lt(i + 1, q->nreq);
+	len = snprintf(cmd, sizeof(cmd), "p:%s/peek __x64_sys_getppid", q->grp);
+	for (unsigned w = 0; w < WORDS; w++)
+		len += snprintf(cmd + len, sizeof(cmd) - len, " w%u=@0x%llx:x64", w,
+				(unsigned long long)(a + 8 * w));
+	snprintf(cmd + len, sizeof(cmd) - len, "\n");
+	cr_assert(kq_write("kprobe_events", cmd), "peek probe: %s", strerror(errno));
+	snprintf(path, sizeof(path), "instances/%s/events/%s/peek/enable", q->grp, q->grp);
+	cr_assert(kq_write(path, "1"));
+	syscall(SYS_getppid);
+	cr_assert(kq_write(path, "0"));
+	snprintf(path, sizeof(path), "%s/trace", q->inst);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		if (!strstr(line, " peek: "))
+			continue;
+		for (unsigned w = 0; w < WORDS; w++) {
+			char key[16];
+			char *p;
+			unsigned long long v;
+
+			snprintf(key, sizeof(key), " w%u=0x", w);
+			p = strstr(line, key);
+			if (p && sscanf(p + strlen(key), "%llx", &v) == 1 && v == next) {
+				found++;
+				off = 8 * w;
+			}
+		}
+		break;
+	}
+	fclose(f);
+	cr_assert_eq(found, 1u, "%u words of request %u name request %u", found, i, i + 1);
+	return off;
+}
+
+static void kq_end(struct kq *q)
+{
+	char cmd[96];
+
+	snprintf(cmd, sizeof(cmd), "-:%s/peek\n", q->grp);
+	kq_write("kprobe_events", cmd);
+	snprintf(cmd, sizeof(cmd), "-:%s/qadd\n", q->grp);
+	kq_write("kprobe_events", cmd);
+	rmdir(q->inst);
+}
+
+/* Count every access to the 8 bytes at kernel address @addr, on every CPU. */
+static unsigned kq_watch(uint64_t addr, int *fds, unsigned max)
+{
+	struct perf_event_attr pa = {
+		.type = PERF_TYPE_BREAKPOINT,
+		.size = sizeof(pa),
+		.bp_type = HW_BREAKPOINT_RW,
+		.bp_addr = addr,
+		.bp_len = HW_BREAKPOINT_LEN_8,
+	};
+	unsigned n = 0;
+
+	for (long cpu = 0; cpu < sysconf(_SC_NPROCESSORS_ONLN) && n < max; cpu++) {
+		int fd = syscall(SYS_perf_event_open, &pa, -1, (int)cpu, -1, 0);
+
+		cr_assert_geq(fd, 0, "watchpoint on cpu %ld: %s", cpu, strerror(errno));
+		fds[n++] = fd;
+	}
+	return n;
+}
+
+static uint64_t kq_hits(const int *fds, unsigned n)
+{
+	uint64_t sum = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t v;
+
+		cr_assert_eq(read(fds[i], &v, sizeof(v)), (ssize_t)sizeof(v));
+		sum += v;
+	}
+	return sum;
+}
+
+/*
+ * A drop walks no queue (O(1) per drop). The ring is filled, so the
+ * listener's queue holds E connections; one of them, deep in the queue,
+ * is watched; D more arrive and are dropped. Dropping the newest would
+ * walk the queue from the head and read the watched link once per drop
+ * (D reads); taking the head reads none of it. Then the consumer accepts
+ * up to the watched request: that accept reads its link, which shows the
+ * watchpoint sees the kernel's accesses.
+ */
+Test(drop, each_drop_reads_no_queued_link, .timeout = 120)
+{
+	enum { E = 32, D = 16, P = 24 };
+	int lfd, gfd, fds[E + D], wfd[16];
+	unsigned nw, made = 0;
+	uint64_t during, after;
+	struct spw_member_stats ms;
+	struct spw_ring ring;
+	struct kq q;
+	unsigned off;
+
+	t_listeners(&lfd, 1, false, 256);
+	gfd = t_group(&lfd, 1, E);
+	t_ring(&ring, gfd, 0);
+	kq_start(&q, t_port(lfd));
+	for (; made < E; made++)
+		fds[made] = t_connect(AF_INET, t_port(lfd));
+	for (long end = t_now_ms() + 5000; t_now_ms() < end; usleep(20000)) {
+		cr_assert_eq(spw_group_stats(gfd, &ms, 1), 1);
+		if (ms.arrived >= E)
+			break;
+	}
+	kq_collect(&q);
+	cr_assert_eq(q.nreq, (unsigned)E, "%u requests seen queued, %u made", q.nreq, E);
+	off = kq_link_offset(&q, P - 1);
+	nw = kq_watch(q.req[P - 1] + off, wfd, 16);
+
+	for (; made < E + D; made++)
+		fds[made] = t_try_connect(t_port(lfd));
+	for (long end = t_now_ms() + 5000; t_now_ms() < end; usleep(20000)) {
+		cr_assert_eq(spw_group_stats(gfd, &ms, 1), 1);
+		if (ms.dropped >= D)
+			break;
+	}
+	during = kq_hits(wfd, nw);
+	cr_expect_eq(ms.dropped, (uint64_t)D, "dropped %llu of %u",
+		     (unsigned long long)ms.dropped, D);
+	cr_expect_leq(during, 1, "%llu accesses to the link of queued connection %u in %u drops",
+		      (unsigned long long)during, P, D);
+	/* the drops took 1..D: P - D accepts reach request P */
+	cr_expect_eq(t_reap(&ring, P - D, 3000, NULL), (unsigned)(P - D));
+	after = kq_hits(wfd, nw);
+	for (unsigned i = 0; i < nw; i++)
+		close(wfd[i]);
+	cr_expect_gt(after, during, "the watchpoint missed the accept that took request %u", P);
+	cr_log_info("link at +%u: %llu accesses in %u drops, %llu by the accepts",
+		    off, (unsigned long long)during, D, (unsigned long long)(after - during));
+	kq_end(&q);
+	spw_ring_exit(&ring);
+	close_all(fds, made);
+	close(gfd);
+	close(lfd);
 }
 
 static uint16_t csum16(const void *data, size_t len, uint32_t sum)
