@@ -3,6 +3,7 @@
  * queue.c: the slow path — enter the kernel to take over connections.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "spillway.h"
@@ -27,7 +28,15 @@ int spw_enter_max(struct spw_ring *ring, unsigned max, unsigned wait_nr,
 		if (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)
 			return -EINVAL;
 		args.flags |= SPW_ENTER_F_TIMEOUT;
-		args.timeout_ns = ts->tv_sec * 1000000000LL + ts->tv_nsec;
+		/*
+		 * Saturate: INT64_MAX seconds is a common "forever", and its
+		 * product with 10^9 would overflow into a negative timeout.
+		 * INT64_MAX ns (292 years) waits as long as anything can.
+		 */
+		if (ts->tv_sec >= INT64_MAX / 1000000000LL)
+			args.timeout_ns = INT64_MAX;
+		else
+			args.timeout_ns = ts->tv_sec * 1000000000LL + ts->tv_nsec;
 	}
 	return __spw_ioctl(ring->ring_fd, SPW_IOC_ENTER, &args);
 }

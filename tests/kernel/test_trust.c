@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -1160,4 +1161,128 @@ Test(counters, drops_racing_plain_accept_balance, .timeout = 120)
 	spw_ring_exit(&ring);
 	close(gfd);
 	close(lfd);
+}
+
+/*
+ * §2.8: a timeout centuries away waits like one. The kernel's deadline
+ * now saturates (ktime_add_safe()). Its old ktime_add_ns() overflowed, but
+ * the kernel's arithmetic wraps and the "time left" subtraction wrapped
+ * back, so the raw ioctl below passed before the fix too: it guards the
+ * behaviour. What did fail was the library: INT64_MAX seconds, a common
+ * way to say "forever", times 10^9 overflowed into a negative timeout and
+ * spw_enter() returned -EINVAL. It saturates now.
+ */
+Test(enter, huge_timeout_waits_for_work, .timeout = 30)
+{
+	struct spw_enter e = { .min_complete = 1, .flags = SPW_ENTER_F_TIMEOUT,
+			       .timeout_ns = INT64_MAX };
+	struct __kernel_timespec forever = { .tv_sec = INT64_MAX, .tv_nsec = 999999999 };
+	struct delayed_connect d = { .delay_ms = 300, .n = 1 };
+	struct spw_ring ring;
+	pthread_t th;
+	int lfd, gfd, ret;
+
+	t_listeners(&lfd, 1, false, 16);
+	gfd = t_group(&lfd, 1, 4);
+	t_ring(&ring, gfd, 0);
+	d.port = t_port(lfd);
+
+	pthread_create(&th, NULL, connect_later, &d);
+	ret = ioctl(ring.ring_fd, SPW_IOC_ENTER, &e);
+	cr_expect_eq(ret, 1, "enter with timeout_ns INT64_MAX: %d (%s)", ret,
+		     ret < 0 ? strerror(errno) : "ok");
+	pthread_join(th, NULL);
+	cr_expect_eq(t_reap(&ring, 1, 1000, NULL), 1u);
+	close_all(d.fds, d.n);
+
+	pthread_create(&th, NULL, connect_later, &d);
+	ret = spw_enter(&ring, 1, &forever);
+	cr_expect_eq(ret, 1, "spw_enter with INT64_MAX seconds: %d", ret);
+	pthread_join(th, NULL);
+	cr_expect_eq(t_reap(&ring, 1, 1000, NULL), 1u);
+	close_all(d.fds, d.n);
+
+	spw_ring_exit(&ring);
+	close(gfd);
+	close(lfd);
+}
+
+static volatile sig_atomic_t usr1_seen;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	usr1_seen++;
+}
+
+struct enter_forever {
+	struct spw_ring *ring;
+	int ret, err;
+};
+
+static void *enter_forever(void *arg)
+{
+	struct enter_forever *w = arg;
+	struct spw_enter e = { .min_complete = 1 };
+
+	w->ret = ioctl(w->ring->ring_fd, SPW_IOC_ENTER, &e);
+	w->err = errno;
+	return NULL;
+}
+
+/*
+ * A signal delivered to a consumer asleep in enter (no timeout), with a
+ * handler installed with @sa_flags; a connection arrives 200 ms later.
+ * Returns what the enter returned (-errno on failure), after reaping
+ * whatever the ring then holds.
+ */
+static int signal_a_sleeping_enter(int sa_flags, unsigned *reaped)
+{
+	struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = sa_flags };
+	struct enter_forever w = { 0 };
+	struct spw_ring ring;
+	int lfd, gfd, cfd;
+	pthread_t th;
+
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+	usr1_seen = 0;
+	t_listeners(&lfd, 1, false, 16);
+	gfd = t_group(&lfd, 1, 4);
+	t_ring(&ring, gfd, 0);
+	w.ring = &ring;
+	pthread_create(&th, NULL, enter_forever, &w);
+	usleep(300 * 1000);		/* asleep in the enter by now */
+	pthread_kill(th, SIGUSR1);
+	usleep(200 * 1000);
+	cfd = t_connect(AF_INET, t_port(lfd));
+	pthread_join(th, NULL);
+	cr_expect_eq(usr1_seen, 1, "the handler ran %d times", (int)usr1_seen);
+	*reaped = t_reap(&ring, 1, 2000, NULL);
+	close(cfd);
+	spw_ring_exit(&ring);
+	close(gfd);
+	close(lfd);
+	return w.ret < 0 ? -w.err : w.ret;
+}
+
+/*
+ * §2.8: a signal interrupts enter as it interrupts accept(): with
+ * SA_RESTART the enter is restarted (-ERESTARTSYS inside the kernel) and
+ * returns the connection that arrives later; without it, -EINTR. The
+ * module returned -EINTR even under SA_RESTART. No connection is lost
+ * either way.
+ */
+Test(enter, signal_restarts_or_interrupts_a_wait, .timeout = 30)
+{
+	unsigned reaped;
+	int ret;
+
+	ret = signal_a_sleeping_enter(SA_RESTART, &reaped);
+	cr_expect_eq(ret, 1, "SA_RESTART: enter returned %d", ret);
+	cr_expect_eq(reaped, 1u, "SA_RESTART: the connection was not in the ring");
+
+	ret = signal_a_sleeping_enter(0, &reaped);
+	cr_expect_eq(ret, -EINTR, "no SA_RESTART: enter returned %d", ret);
+	cr_expect_eq(reaped, 1u, "no SA_RESTART: the connection was lost");
 }
