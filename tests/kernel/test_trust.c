@@ -16,7 +16,10 @@
  *   - ring memory is charged to the opener's memory cgroup;
  *   - a failed create disturbs no client;
  *   - a burst far larger than the rings is reset promptly and counted,
- *     and no drop walks the accept queue (a watchpoint counts the reads).
+ *     and no drop walks the accept queue (a watchpoint counts the reads);
+ *   - a signal restarts or interrupts an enter as it does accept(), and
+ *     a timeout centuries away waits;
+ *   - the stall timer stays armed while only stalled rings hold work.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -650,7 +654,7 @@ struct kq {
 	char inst[96];		/* our own trace instance */
 	char grp[32];		/* our kprobe event group */
 	uint64_t sk;		/* the listener, as the kernel knows it */
-	uint64_t req[64];	/* request socks queued on it, in order */
+	uint64_t req[128];	/* request socks queued on it, in order */
 	unsigned nreq;
 };
 
@@ -751,45 +755,42 @@ static void kq_collect(struct kq *q)
 		char *p = strstr(line, " sk=0x");
 
 		if (p && sscanf(p, " sk=0x%llx req=0x%llx", &sk, &req) == 2 &&
-		    sk == q->sk && q->nreq < 64)
+		    sk == q->sk && q->nreq < 128)
 			q->req[q->nreq++] = req;
 	}
 	fclose(f);
 }
 
 /*
- * The offset of dl_next in struct request_sock on this kernel: a kprobe
- * event that fetches 8-byte words of request @i (at fixed addresses) fires
- * on a getppid(); the link is the one word that holds request @i + 1, the
- * next one queued. (Other words may name other requests: a stale hash
- * chain pointer, say.) Found at run time: the layout differs between
- * kernels and configs.
+ * Which 8-byte words of request @i hold the address of request @i + 1, the
+ * next one queued: a bit mask of word indexes. A kprobe event that fetches
+ * the words (at fixed addresses) fires on a getppid().
  */
-static unsigned kq_link_offset(struct kq *q, unsigned i)
+static uint64_t kq_words_naming_next(struct kq *q, unsigned i)
 {
 	enum { WORDS = 64 };
 	char cmd[WORDS * 40 + 128], path[192], line[WORDS * 40 + 512];
-	uint64_t a = q->req[i], next = q->req[i + 1];
-	unsigned found = 0, off = 0;
+	uint64_t a = q->req[i], next = q->req[i + 1], mask = 0;
 	size_t len;
 	FILE *f;
 
 	cr_assert_lt(i + 1, q->nreq);
-	len = snprintf(cmd, sizeof(cmd), "p:%s/peek __x64_sys_getppid", q->grp);
+	len = snprintf(cmd, sizeof(cmd), "p:%s/peek%u __x64_sys_getppid", q->grp, i);
 	for (unsigned w = 0; w < WORDS; w++)
 		len += snprintf(cmd + len, sizeof(cmd) - len, " w%u=@0x%llx:x64", w,
 				(unsigned long long)(a + 8 * w));
 	snprintf(cmd + len, sizeof(cmd) - len, "\n");
 	cr_assert(kq_write("kprobe_events", cmd), "peek probe: %s", strerror(errno));
-	snprintf(path, sizeof(path), "instances/%s/events/%s/peek/enable", q->grp, q->grp);
+	snprintf(path, sizeof(path), "instances/%s/events/%s/peek%u/enable", q->grp, q->grp, i);
 	cr_assert(kq_write(path, "1"));
 	syscall(SYS_getppid);
 	cr_assert(kq_write(path, "0"));
 	snprintf(path, sizeof(path), "%s/trace", q->inst);
 	f = fopen(path, "r");
 	cr_assert_not_null(f);
+	snprintf(cmd, sizeof(cmd), " peek%u: ", i);
 	while (fgets(line, sizeof(line), f)) {
-		if (!strstr(line, " peek: "))
+		if (!strstr(line, cmd))
 			continue;
 		for (unsigned w = 0; w < WORDS; w++) {
 			char key[16];
@@ -798,24 +799,48 @@ static unsigned kq_link_offset(struct kq *q, unsigned i)
 
 			snprintf(key, sizeof(key), " w%u=0x", w);
 			p = strstr(line, key);
-			if (p && sscanf(p + strlen(key), "%llx", &v) == 1 && v == next) {
-				found++;
-				off = 8 * w;
-			}
+			if (p && sscanf(p + strlen(key), "%llx", &v) == 1 && v == next)
+				mask |= 1ULL << w;
 		}
 		break;
 	}
 	fclose(f);
-	cr_assert_eq(found, 1u, "%u words of request %u name request %u", found, i, i + 1);
-	return off;
+	snprintf(cmd, sizeof(cmd), "-:%s/peek%u\n", q->grp, i);
+	kq_write("kprobe_events", cmd);
+	return mask;
+}
+
+/*
+ * The offset of dl_next in struct request_sock on this kernel, found at
+ * run time (the layout differs between kernels and configs): the lowest
+ * word that names the next queued request in two consecutive requests.
+ * dl_next is the first field after the sock_common. Other words can name
+ * the next request too: a stale hash-chain pointer in one request on
+ * stock 6.12, a word at +344 of every request on the debug kernels. A
+ * wrong pick fails the test: the accept that takes the watched request
+ * must access its link.
+ */
+static unsigned kq_link_offset(struct kq *q, unsigned i)
+{
+	uint64_t m1, m2, both;
+
+	cr_assert_geq(i, 1u);
+	m1 = kq_words_naming_next(q, i - 1);
+	m2 = kq_words_naming_next(q, i);
+	both = m1 & m2;
+	cr_assert_neq(both, 0, "no word names the next request in both %u and %u "
+		      "(%#llx, %#llx)", i - 1, i, (unsigned long long)m1,
+		      (unsigned long long)m2);
+	if (both & (both - 1))
+		cr_log_info("words naming the next request in both: %#llx; taking the lowest",
+			    (unsigned long long)both);
+	return 8 * __builtin_ctzll(both);
 }
 
 static void kq_end(struct kq *q)
 {
 	char cmd[96];
 
-	snprintf(cmd, sizeof(cmd), "-:%s/peek\n", q->grp);
-	kq_write("kprobe_events", cmd);
 	snprintf(cmd, sizeof(cmd), "-:%s/qadd\n", q->grp);
 	kq_write("kprobe_events", cmd);
 	rmdir(q->inst);
@@ -863,10 +888,15 @@ static uint64_t kq_hits(const int *fds, unsigned n)
  * (D reads); taking the head reads none of it. Then the consumer accepts
  * up to the watched request: that accept reads its link, which shows the
  * watchpoint sees the kernel's accesses.
+ *
+ * The bound is D / 8, not 0: about one run in seven under --jobs=2, TCG
+ * reported 2 hits whose sampled IP was a store in tcp_conn_request() to
+ * a new request sock, nowhere near the watched word (see
+ * docs/reliability.md). A walk reads the link on (nearly) every drop.
  */
 Test(drop, each_drop_reads_no_queued_link, .timeout = 120)
 {
-	enum { E = 32, D = 16, P = 24 };
+	enum { E = 64, D = 32, P = 48 };
 	int lfd, gfd, fds[E + D], wfd[16];
 	unsigned nw, made = 0;
 	uint64_t during, after;
@@ -901,7 +931,7 @@ Test(drop, each_drop_reads_no_queued_link, .timeout = 120)
 	during = kq_hits(wfd, nw);
 	cr_expect_eq(ms.dropped, (uint64_t)D, "dropped %llu of %u",
 		     (unsigned long long)ms.dropped, D);
-	cr_expect_leq(during, 1, "%llu accesses to the link of queued connection %u in %u drops",
+	cr_expect_leq(during, D / 8, "%llu accesses to the link of queued connection %u in %u drops",
 		      (unsigned long long)during, P, D);
 	/* the drops took 1..D: P - D accepts reach request P */
 	cr_expect_eq(t_reap(&ring, P - D, 3000, NULL), (unsigned)(P - D));
@@ -1285,4 +1315,53 @@ Test(enter, signal_restarts_or_interrupts_a_wait, .timeout = 30)
 	ret = signal_a_sleeping_enter(0, &reaped);
 	cr_expect_eq(ret, -EINTR, "no SA_RESTART: enter returned %d", ret);
 	cr_expect_eq(reaped, 1u, "no SA_RESTART: the connection was lost");
+}
+
+/*
+ * §2.8: the stall timer stays armed while only stalled rings hold work.
+ * Both rings get a connection and neither consumer comes back, so the
+ * timer's first run finds both stalled and no idle consumer to wake. Then
+ * consumer 1 takes its own connection (one, max_post 1) and waits in
+ * epoll, having seen that first run's steal signal. Only a later run can
+ * tell it that ring 0's connection is still there to take: the timer
+ * stopped after a run that found nothing but stalled rings, and that
+ * connection waited behind the stuck consumer until another one arrived.
+ */
+Test(stall, timer_stays_armed_while_only_stalled_rings_hold_work, .timeout = 30)
+{
+	struct epoll_event ev = { .events = EPOLLIN }, out;
+	struct spw_ring ring[2];
+	struct spw_cqe *cqe;
+	int lfd[2], cfd[2], gfd, ep, ret;
+
+	t_listeners(lfd, 2, false, 8);
+	gfd = t_group_stall(lfd, 2, 8, 50);
+	for (unsigned i = 0; i < 2; i++) {
+		t_ring(&ring[i], gfd, i);
+		cr_assert_geq(spw_enter(&ring[i], 0, NULL), 0);	/* responsive */
+	}
+	for (unsigned i = 0; i < 2; i++)
+		cfd[i] = t_connect(AF_INET, t_port(lfd[i]));
+	usleep(300 * 1000);			/* six stall times: both stalled */
+
+	cr_assert_eq(spw_enter_max(&ring[1], 1, 0, NULL), 1);
+	cr_assert_eq(spw_peek_cqe(&ring[1], &cqe), 0);
+	cr_expect_eq(cqe->origin, 1u, "consumer 1 took ring 0's work before it waited");
+	close(cqe->fd);
+	spw_cqe_seen(&ring[1], cqe);
+
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_ADD, ring[1].ring_fd, &ev), 0);
+	ret = epoll_wait(ep, &out, 1, 2000);
+	cr_expect_eq(ret, 1, "the idle consumer was never told of the stalled ring's work");
+	cr_expect_eq(t_reap(&ring[1], 1, 1000, NULL), 1u,
+		     "ring 0's connection was not taken by the idle consumer");
+
+	close(ep);
+	close_all(cfd, 2);
+	for (unsigned i = 0; i < 2; i++) {
+		spw_ring_exit(&ring[i]);
+		close(lfd[i]);
+	}
+	close(gfd);
 }
