@@ -15,9 +15,10 @@
  *   SIGTERM, SIGINT  fast stop
  *   SIGUSR1  log the group's counters and the requests of each worker
  *
- * Ring hand-over. Any holder of a ring fd may enter, and a CQE's fd lives
- * in the file table of the process that entered; so exactly one process
- * (the member's "owner") enters and reaps a ring at a time. A new worker
+ * Ring hand-over. A CQE's fd lives in the file table of the process that
+ * entered, so the kernel lets one process at a time (the member's
+ * "owner") have a ring's CQEs: another's enter fails with EBUSY while
+ * the owner has CQEs to reap. A new worker
  * opens its ring, reports READY through the master's pipe and waits; the
  * master then sends SIGQUIT to the old owner, which serves every CQE
  * already posted, closes the ring (its waiting connections stay queued on
@@ -636,7 +637,10 @@ static void ring_ready(struct worker *w)
 	int ret = spw_enter(&w->ring, 0, NULL);
 
 	if (ret == -EMFILE || ret == -ENFILE) {
-		/* the connections keep their place; resume when an fd frees */
+		/*
+		 * The kernel sends the connections waiting for us to siblings
+		 * that can take them; stop polling until an fd frees.
+		 */
 		logf_("out of file descriptors with %u connections: pausing the ring",
 		      w->nconns);
 		ring_poll(w, false);
@@ -646,16 +650,15 @@ static void ring_ready(struct worker *w)
 	ring_reap(w);
 }
 
-/* The ring is ours now: skip anything a dead previous owner left posted. */
+/*
+ * The ring is ours now. Whatever a previous owner left posted (fds of
+ * its table) the kernel discarded when it closed the ring; our first
+ * enter makes the ring's CQEs ours.
+ */
 static void ring_take(struct worker *w)
 {
-	unsigned stale = spw_cq_ready(&w->ring);
-
 	if (w->owner || w->quitting)
 		return;
-	if (stale)	/* fds of a dead process's table: not ours, long closed */
-		logf_("skipping %u CQEs the previous owner never reaped", stale);
-	spw_cq_advance(&w->ring, stale);
 	w->owner = true;
 	ring_poll(w, true);
 }

@@ -47,6 +47,23 @@ static void spw_ring_wake(struct spw_ring *r)
 		wake_up_interruptible_poll(&r->wq, EPOLLIN | EPOLLRDNORM);
 }
 
+/*
+ * hdr->flags is shared memory: set and clear its bits with atomic
+ * operations, as io_uring does for sq_flags, so that no update is lost to
+ * a plain read-modify-write (user space may write the word too; then it
+ * only loses its own bits).
+ */
+void spw_hdr_set_flags(struct spw_ring_hdr *hdr, u32 flags)
+{
+	BUILD_BUG_ON(sizeof(atomic_t) != sizeof(hdr->flags));
+	atomic_or(flags, (atomic_t *)&hdr->flags);
+}
+
+void spw_hdr_clear_flags(struct spw_ring_hdr *hdr, u32 flags)
+{
+	atomic_andnot(flags, (atomic_t *)&hdr->flags);
+}
+
 void spw_clock_now(const struct spw_group *g, struct spw_clock *c)
 {
 	c->now = (unsigned int)jiffies;
@@ -114,7 +131,8 @@ static void spw_stall_timer(struct timer_list *t)
 
 /*
  * Move work from a stalled sibling to @r, whose consumer is here now and
- * has room. Returns true when tokens moved.
+ * has room: at most SPW_BATCH tokens, the enter that called us steals
+ * again when it has posted them. Returns true when tokens moved.
  */
 bool spw_ring_steal_locked(struct spw_ring *r)
 {
@@ -130,52 +148,64 @@ bool spw_ring_steal_locked(struct spw_ring *r)
 	if (!a->live || !g->stalled_work)
 		return false;
 	room = a->entries - spw_ring_outstanding(a);
+	if (!room)
+		return false;
 	spw_clock_now(g, &clock);
-	victim = room ? spw_pick_victim(g->acct, g->nr, r->idx, &clock) : -1;
+	victim = spw_pick_victim(g->acct, g->nr, r->idx, &clock);
 	if (victim < 0) {
-		if (room)
-			g->stalled_work = false;
+		/* nothing to take: no more scans until the timer finds some */
+		g->stalled_work = false;
 		return false;
 	}
 	v = &g->rings[victim];
-	n = min(room, spw_fifo_len(v));
+	n = min3(room, spw_fifo_len(v), (unsigned int)SPW_BATCH);
 	for (room = n; room; room--) {
 		r->tokens[r->tok_tail++ & mask] = v->tokens[v->tok_head++ & mask];
 		g->acct[victim].pending--;
 		a->pending++;
 		g->members[victim].st.rehomed++;
 	}
+	if (v->hdr && !spw_fifo_len(v))
+		spw_hdr_clear_flags(v->hdr, SPW_RING_F_WORK_PENDING);
 	spw_sum_refile(&g->policy, g->acct, victim, &clock);
 	spw_sum_refile(&g->policy, g->acct, r->idx, &clock);
 	return n > 0;
 }
 
-/* Put one token of member @m on the ring the policy picks, or drop it. */
-static void spw_route_locked(struct spw_group *g, struct spw_member *m)
+/* The ring the policy picks for a connection of member @m, or a drop. */
+static int spw_pick_locked(struct spw_group *g, struct spw_member *m)
 {
 	unsigned int home = m->idx;
-	struct spw_ring_acct *a;
 	struct spw_clock clock;
-	struct spw_ring *r;
-	int t;
 
 	lockdep_assert_held(&g->lock);
 	spw_clock_now(g, &clock);
 	/* softirq, or process context under a spinlock: the CPU is stable */
 	if (g->cpu_ring && g->cpu_ring[smp_processor_id()] >= 0)
 		home = g->cpu_ring[smp_processor_id()];
-	t = spw_pick_ring(&g->policy, g->acct, m->idx, home, &clock);
+	return spw_pick_ring(&g->policy, g->acct, m->idx, home, &clock);
+}
+
+/* Put one token of member @m on ring @t, or drop it (SPW_PICK_DROP). */
+static void spw_place_locked(struct spw_group *g, struct spw_member *m, int t)
+{
+	struct spw_ring_acct *a;
+	struct spw_clock clock;
+	struct spw_ring *r;
+
+	lockdep_assert_held(&g->lock);
 	if (t == SPW_PICK_DROP) {
 		/* counted as dropped when the work has really reset one */
 		m->drop_pending++;
 		if (g->rings[m->idx].hdr)
-			g->rings[m->idx].hdr->flags |= SPW_RING_F_DROPPED;
+			spw_hdr_set_flags(g->rings[m->idx].hdr, SPW_RING_F_DROPPED);
 		if (!g->hold_drops)
 			mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
 		return;
 	}
 	r = &g->rings[t];
 	a = &g->acct[t];
+	spw_clock_now(g, &clock);
 	/* work found the ring idle: a poll consumer's stall clock starts */
 	if (!spw_ring_outstanding(a))
 		a->work_since = clock.now;
@@ -183,7 +213,7 @@ static void spw_route_locked(struct spw_group *g, struct spw_member *m)
 	a->pending++;
 	spw_sum_refile(&g->policy, g->acct, t, &clock);
 	if (r->hdr)
-		r->hdr->flags |= SPW_RING_F_WORK_PENDING;
+		spw_hdr_set_flags(r->hdr, SPW_RING_F_WORK_PENDING);
 	/* enter sleepers and poll/epoll/io_uring waiters alike */
 	spw_ring_wake(r);
 	if (!a->waiting && g->stall != SPW_STALL_NEVER &&
@@ -195,9 +225,10 @@ static void spw_route_locked(struct spw_group *g, struct spw_member *m)
  * Place every connection in @m's accept queue that has no token yet.
  * Counting against the queue length, rather than counting wake-ups,
  * heals the cases where TCP adds a child without waking the listener
- * and where a hand-over raced with an arrival. Each pass is O(1); the
- * loop runs once per connection not yet placed, so the work is O(1) per
- * arrival however it is batched.
+ * and where a hand-over raced with an arrival. Each pass is one placement
+ * (O(1) amortised, spw_pick_ring()); the loop runs once per connection
+ * not yet placed, so the work per arrival is the same however it is
+ * batched.
  */
 void spw_reconcile_locked(struct spw_member *m)
 {
@@ -210,7 +241,7 @@ void spw_reconcile_locked(struct spw_member *m)
 	while (m->assigned < queued) {
 		m->assigned++;
 		m->st.arrived++;
-		spw_route_locked(g, m);
+		spw_place_locked(g, m, spw_pick_locked(g, m));
 	}
 }
 
@@ -228,26 +259,56 @@ void spw_token_retire_locked(struct spw_member *m)
 }
 
 /*
- * The ring's consumer is gone (or corrupted its head): move every token
- * it has not taken to the siblings. Connections are not lost unless every
- * other ring is full, and then they are counted as drops.
+ * Move up to SPW_BATCH of @r's waiting tokens to the rings the policy
+ * picks; the policy never picks @r (it is closed, full or refusing). A
+ * token no ring has room for is dropped, or with @keep stays on @r and
+ * ends the batch (@r's consumer is still there, and the other rings are
+ * full). Returns true while tokens remain to move.
  */
-void spw_ring_rehome_locked(struct spw_ring *r)
+static bool spw_ring_rehome_batch_locked(struct spw_ring *r, bool keep)
 {
 	struct spw_group *g = r->group;
-	unsigned int mask = g->entries - 1;
+	unsigned int mask = g->entries - 1, n;
+	int t;
 
 	lockdep_assert_held(&g->lock);
-	while (r->tok_head != r->tok_tail) {
-		u32 origin = r->tokens[r->tok_head++ & mask];
+	for (n = 0; n < SPW_BATCH && r->tok_head != r->tok_tail; n++) {
+		struct spw_member *m = &g->members[r->tokens[r->tok_head & mask]];
 
+		t = spw_pick_locked(g, m);
+		if (keep && (t == SPW_PICK_DROP || t == r->idx))
+			return false;
+		r->tok_head++;
 		g->acct[r->idx].pending--;
 		g->members[r->idx].st.rehomed++;
 		spw_refile_locked(g, r->idx);
-		spw_route_locked(g, &g->members[origin]);
+		spw_place_locked(g, m, t);
 	}
-	if (r->hdr)
-		r->hdr->flags &= ~SPW_RING_F_WORK_PENDING;
+	if (r->hdr && r->tok_head == r->tok_tail)
+		spw_hdr_clear_flags(r->hdr, SPW_RING_F_WORK_PENDING);
+	return r->tok_head != r->tok_tail;
+}
+
+/*
+ * @r's waiting connections move to its siblings: its consumer is gone,
+ * corrupted its head, or (@keep) cannot take them now. Process context,
+ * group->lock not held: it is taken once per SPW_BATCH tokens, so that a
+ * full ring of SPW_MAX_RING_ENTRIES does not keep bottom halves off for
+ * the whole move. Connections are not lost unless every other ring is
+ * full, and then they are counted as drops (or, with @keep, wait on @r).
+ */
+void spw_ring_rehome(struct spw_ring *r, bool keep)
+{
+	struct spw_group *g = r->group;
+	bool more;
+
+	do {
+		spin_lock_bh(&g->lock);
+		more = spw_ring_rehome_batch_locked(r, keep);
+		spin_unlock_bh(&g->lock);
+		if (more)
+			cond_resched();
+	} while (more);
 }
 
 /* Called after a ring posted CQEs: mirror its counters for observers. */
@@ -258,7 +319,7 @@ void spw_ring_work_posted_locked(struct spw_ring *r)
 
 	lockdep_assert_held(&r->group->lock);
 	if (r->tok_head == r->tok_tail)
-		hdr->flags &= ~SPW_RING_F_WORK_PENDING;
+		spw_hdr_clear_flags(hdr, SPW_RING_F_WORK_PENDING);
 	WRITE_ONCE(hdr->delivered, m->st.delivered);
 	WRITE_ONCE(hdr->spilled_in, m->st.spilled_in);
 	WRITE_ONCE(hdr->spilled_out, m->st.spilled_out);
@@ -318,8 +379,8 @@ static void spw_drop_work(struct work_struct *work)
 			/*
 			 * -EAGAIN: someone accepted it; -EINVAL: the member
 			 * stopped listening and its queue went with it. Any
-			 * other error (memory, files) leaves the connection
-			 * queued: try again later.
+			 * other error (memory, a security module) leaves the
+			 * connection queued: try again later.
 			 */
 			if (err && err != -EAGAIN && err != -EINVAL) {
 				retry = true;
@@ -340,8 +401,16 @@ static void spw_drop_work(struct work_struct *work)
 			}
 		}
 	}
-	if (retry)
+	/*
+	 * Never once teardown has begun: flush_delayed_work() does not wait
+	 * for a work that queues itself again while it is flushed, and the
+	 * group would be freed with this timer armed. A drop left undone
+	 * then leaves its connection in the listener's queue.
+	 */
+	spin_lock_bh(&g->lock);
+	if (retry && g->placing)
 		queue_delayed_work(system_unbound_wq, &g->drop_work, HZ / 10);
+	spin_unlock_bh(&g->lock);
 }
 
 /*
@@ -443,11 +512,15 @@ static void spw_group_destroy(struct spw_group *g, bool published)
 
 	for (i = 0; i < g->nr; i++)
 		spw_member_unhook(&g->members[i]);
-	/* no wake function runs now, nothing queues the work or the timer */
+	/*
+	 * No wake function runs now, so nothing queues the drop work or arms
+	 * the stall timer, and neither re-arms itself once @placing is false.
+	 * The flush carries out the drops already decided (one attempt each);
+	 * the cancel waits for any run the flush did not.
+	 */
 	if (published)
 		flush_delayed_work(&g->drop_work);
-	else
-		cancel_delayed_work_sync(&g->drop_work);
+	cancel_delayed_work_sync(&g->drop_work);
 	del_timer_sync(&g->stall_timer);
 	spw_group_free(g);
 }
@@ -478,6 +551,7 @@ static struct spw_group *spw_group_alloc(unsigned int nr,
 	timer_setup(&g->stall_timer, spw_stall_timer, 0);
 	g->entries = args->ring_entries;
 	g->hold_drops = true;
+	g->share_listeners = args->flags & SPW_GROUP_F_SHARE_LISTENERS;
 	g->stall_ms = args->stall_ms ?: SPW_DEFAULT_STALL_MS;
 	if (args->stall_ms == SPW_STALL_OFF)
 		g->stall = SPW_STALL_NEVER;
@@ -520,6 +594,17 @@ err_free:
 }
 
 /*
+ * Registering rewires how the socket's connections are served: only its
+ * owner may, or an admin of its network namespace. Holding the fd (say,
+ * received over SCM_RIGHTS, or a group fd) is not enough.
+ */
+static bool spw_may_register(struct socket *sock)
+{
+	return uid_eq(sock->file->f_cred->euid, current_euid()) ||
+	       ns_capable(sock_net(sock->sk)->user_ns, CAP_NET_ADMIN);
+}
+
+/*
  * May the caller make @sock a member? A TCP listener of this network
  * namespace, and the caller's own.
  */
@@ -532,13 +617,7 @@ static int spw_member_vet(struct socket *sock)
 		return -EOPNOTSUPP;
 	if (!net_eq(sock_net(sk), current->nsproxy->net_ns))
 		return -EXDEV;
-	/*
-	 * Registering rewires how the socket's connections are served: only
-	 * its owner may, or an admin of its network namespace. Holding the fd
-	 * (say, received over SCM_RIGHTS) is not enough.
-	 */
-	if (!uid_eq(sock->file->f_cred->euid, current_euid()) &&
-	    !ns_capable(sock_net(sk)->user_ns, CAP_NET_ADMIN))
+	if (!spw_may_register(sock))
 		return -EPERM;
 	if (READ_ONCE(sk->sk_state) != TCP_LISTEN)
 		return -EINVAL;
@@ -570,7 +649,7 @@ err_put:
 	return err;
 }
 
-/* Checks shared by GROUP_CREATE and GROUP_LISTEN, for @nr members. */
+/* GROUP_CREATE's parameters, for @nr members. */
 static int spw_params_check(const struct spw_group_create *args, u32 nr)
 {
 	unsigned int i;
@@ -685,114 +764,95 @@ out:
 }
 
 /*
- * Make one listener for GROUP_LISTEN, as the caller would: sock_create()
- * in the caller's network namespace (the LSM create hooks run and label it
- * as the caller's), a file with the caller's credentials, SO_REUSEPORT,
- * bind() (inet_bind() checks CAP_NET_BIND_SERVICE for a low port against
- * the caller) and listen() with the backlog capped as listen() caps it.
- * The bind and listen LSM hooks (security_socket_bind/listen) are not
- * exported to modules and do not run: docs/architecture.md.
+ * A new fd for a member's listener, for a holder of the group fd that
+ * could have registered it (spw_may_register()): holding the group fd
+ * alone must not hand out the socket (shutdown(), a reuseport BPF program
+ * that steers the whole port, accept()). Only a group that owns its
+ * listeners hands them out; a creator that kept its fds needs none.
  */
-static int spw_member_make(struct spw_group *g, unsigned int idx,
-			   struct sockaddr_storage *addr, int addrlen,
-			   int backlog)
-{
-	struct socket *sock;
-	struct file *file;
-	int err, somaxconn;
-
-	err = sock_create(addr->ss_family, SOCK_STREAM, IPPROTO_TCP, &sock);
-	if (err)
-		return err;
-	file = sock_alloc_file(sock, 0, NULL);
-	if (IS_ERR(file))
-		return PTR_ERR(file);	/* released @sock */
-	/* from here the group's reference on the file releases it */
-	g->members[idx].sock = sock;
-	sock_set_reuseport(sock->sk);
-	err = kernel_bind(sock, (struct sockaddr *)addr, addrlen);
-	if (err)
-		return err;
-	/* port 0: the first member's port, chosen by bind, for all */
-	if (!idx && ((struct sockaddr_in *)addr)->sin_port == 0) {
-		struct sockaddr_storage got = {};
-
-		err = kernel_getsockname(sock, (struct sockaddr *)&got);
-		if (err < 0)
-			return err;
-		/* sin_port and sin6_port are at the same offset */
-		((struct sockaddr_in *)addr)->sin_port =
-			((struct sockaddr_in *)&got)->sin_port;
-	}
-	somaxconn = READ_ONCE(sock_net(sock->sk)->core.sysctl_somaxconn);
-	if ((unsigned int)backlog > somaxconn)
-		backlog = somaxconn;
-	return kernel_listen(sock, backlog);
-}
-
-long spw_group_listen(struct spw_group_listen __user *uarg)
-{
-	struct spw_group_listen args;
-	struct sockaddr_storage addr = {};
-	struct spw_group *g;
-	unsigned int i;
-	int err;
-
-	if (copy_from_user(&args, uarg, sizeof(args)))
-		return -EFAULT;
-	if (args.resv0 || args.params.fds || args.params.nr_fds)
-		return -EINVAL;
-	err = spw_params_check(&args.params, args.nr);
-	if (err)
-		return err;
-	if (args.addrlen < sizeof(struct sockaddr_in) ||
-	    args.addrlen > sizeof(addr))
-		return -EINVAL;
-	if (copy_from_user(&addr, u64_to_user_ptr(args.addr), args.addrlen))
-		return -EFAULT;
-	if (addr.ss_family != AF_INET && addr.ss_family != AF_INET6)
-		return -EAFNOSUPPORT;
-
-	g = spw_group_alloc(args.nr, &args.params);
-	if (!g)
-		return -ENOMEM;
-	for (i = 0; i < g->nr; i++) {
-		err = spw_member_make(g, i, &addr, args.addrlen, args.backlog);
-		if (err) {
-			spw_group_destroy(g, false);
-			return err;
-		}
-		/* ours from birth: no other group can hold it */
-	}
-	return spw_group_publish(g, args.params.flags);
-}
-
-/* A new fd for a member's listener, for the holder of the group fd. */
 static long spw_member_listener(struct spw_group *g,
 				struct spw_member_listener __user *uarg)
 {
 	struct spw_member_listener args;
-	struct file *file;
+	struct socket *sock;
 	int fd;
 
 	if (copy_from_user(&args, uarg, sizeof(args)))
 		return -EFAULT;
 	if (args.flags & ~SPW_RING_OPEN_F_ALL || args.member >= g->nr)
 		return -EINVAL;
+	if (!g->share_listeners)
+		return -EOPNOTSUPP;
+	sock = g->members[args.member].sock;
+	if (!spw_may_register(sock))
+		return -EPERM;
 	fd = get_unused_fd_flags(args.flags & SPW_RING_OPEN_F_CLOEXEC ? O_CLOEXEC : 0);
 	if (fd < 0)
 		return fd;
-	file = get_file(g->members[args.member].sock->file);
-	fd_install(fd, file);
+	fd_install(fd, get_file(sock->file));
 	return fd;
+}
+
+/* What the counters say at one moment: the per-member rows and totals. */
+struct spw_snapshot {
+	struct spw_member_stats *ms;	/* [g->nr] */
+	u32 *waiting, *polled;		/* [g->nr], for fdinfo */
+	u64 stale, dropping;
+};
+
+/*
+ * Copy every member's counters in one hold of group->lock, so that the
+ * totals balance (struct spw_group_stats). One O(members) copy, at most
+ * SPW_MAX_MEMBERS rows; formatting and copying out happen after it.
+ */
+static int spw_snapshot_take(struct spw_group *g, struct spw_snapshot *sn)
+{
+	unsigned int i;
+
+	sn->ms = kvcalloc(g->nr, sizeof(*sn->ms), GFP_KERNEL);
+	sn->waiting = kvcalloc(g->nr, sizeof(u32), GFP_KERNEL);
+	sn->polled = kvcalloc(g->nr, sizeof(u32), GFP_KERNEL);
+	if (!sn->ms || !sn->waiting || !sn->polled)
+		return -ENOMEM;
+	sn->dropping = 0;
+	spin_lock_bh(&g->lock);
+	for (i = 0; i < g->nr; i++) {
+		const struct spw_counters *c = &g->members[i].st;
+		const struct spw_ring_acct *a = &g->acct[i];
+		struct spw_member_stats *ms = &sn->ms[i];
+
+		ms->arrived = c->arrived;
+		ms->delivered = c->delivered;
+		ms->spilled_out = c->spilled_out;
+		ms->spilled_in = c->spilled_in;
+		ms->dropped = c->dropped;
+		ms->rehomed = c->rehomed;
+		ms->pending = a->pending;
+		ms->outstanding = spw_ring_outstanding(a);
+		ms->ring_entries = a->entries;
+		ms->state = g->rings[i].state;
+		sn->waiting[i] = a->waiting;
+		sn->polled[i] = a->polled;
+		sn->dropping += g->members[i].drop_pending;
+	}
+	sn->stale = g->stale;
+	spin_unlock_bh(&g->lock);
+	return 0;
+}
+
+static void spw_snapshot_free(struct spw_snapshot *sn)
+{
+	kvfree(sn->ms);
+	kvfree(sn->waiting);
+	kvfree(sn->polled);
 }
 
 long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg)
 {
-	struct spw_member_stats *ms, tot = {};
+	struct spw_member_stats tot = {};
 	struct spw_group_stats args;
+	struct spw_snapshot sn = {};
 	unsigned int i, n;
-	u64 stale, dropping = 0;
 	long ret;
 
 	if (copy_from_user(&args, uarg, sizeof(args)))
@@ -800,51 +860,32 @@ long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg)
 	if (args.resv)
 		return -EINVAL;
 	n = min(args.nr, g->nr);
-	ms = kvcalloc(g->nr, sizeof(*ms), GFP_KERNEL);
-	if (!ms)
-		return -ENOMEM;
-
-	spin_lock_bh(&g->lock);
-	for (i = 0; i < g->nr; i++) {
-		const struct spw_counters *c = &g->members[i].st;
-		const struct spw_ring_acct *a = &g->acct[i];
-
-		ms[i].arrived = c->arrived;
-		ms[i].delivered = c->delivered;
-		ms[i].spilled_out = c->spilled_out;
-		ms[i].spilled_in = c->spilled_in;
-		ms[i].dropped = c->dropped;
-		ms[i].rehomed = c->rehomed;
-		ms[i].pending = a->pending;
-		ms[i].outstanding = spw_ring_outstanding(a);
-		ms[i].ring_entries = a->entries;
-		ms[i].state = g->rings[i].state;
-		dropping += g->members[i].drop_pending;
-	}
-	stale = g->stale;
-	spin_unlock_bh(&g->lock);
+	ret = spw_snapshot_take(g, &sn);
+	if (ret)
+		goto out;
 
 	for (i = 0; i < g->nr; i++) {
-		tot.arrived += ms[i].arrived;
-		tot.delivered += ms[i].delivered;
-		tot.spilled_out += ms[i].spilled_out;
-		tot.spilled_in += ms[i].spilled_in;
-		tot.dropped += ms[i].dropped;
-		tot.rehomed += ms[i].rehomed;
-		tot.pending += ms[i].pending;
-		tot.outstanding += ms[i].outstanding;
-		tot.ring_entries += ms[i].ring_entries;
+		tot.arrived += sn.ms[i].arrived;
+		tot.delivered += sn.ms[i].delivered;
+		tot.spilled_out += sn.ms[i].spilled_out;
+		tot.spilled_in += sn.ms[i].spilled_in;
+		tot.dropped += sn.ms[i].dropped;
+		tot.rehomed += sn.ms[i].rehomed;
+		tot.pending += sn.ms[i].pending;
+		tot.outstanding += sn.ms[i].outstanding;
+		tot.ring_entries += sn.ms[i].ring_entries;
 	}
 	ret = g->nr;
-	if (n && copy_to_user(u64_to_user_ptr(args.members), ms,
-			      array_size(n, sizeof(*ms))))
+	if (n && copy_to_user(u64_to_user_ptr(args.members), sn.ms,
+			      array_size(n, sizeof(*sn.ms))))
 		ret = -EFAULT;
 	else if (copy_to_user(&uarg->total, &tot, sizeof(tot)) ||
-		 put_user(stale, &uarg->stale) ||
-		 put_user(dropping, &uarg->dropping) ||
+		 put_user(sn.stale, &uarg->stale) ||
+		 put_user(sn.dropping, &uarg->dropping) ||
 		 clear_user(uarg->resv2, sizeof(uarg->resv2)))
 		ret = -EFAULT;
-	kvfree(ms);
+out:
+	spw_snapshot_free(&sn);
 	return ret;
 }
 
@@ -888,11 +929,15 @@ static const char *spw_policy_name(unsigned int kind)
 	}
 }
 
-/* /proc/PID/fdinfo/FD of a group fd: one line per member, for operators. */
+/*
+ * /proc/PID/fdinfo/FD of a group fd: one line per member, for operators
+ * (any reader the fd's owner lets read its fdinfo): printed from a
+ * snapshot, not under the group lock.
+ */
 static void spw_group_show_fdinfo(struct seq_file *m, struct file *file)
 {
 	struct spw_group *g = file->private_data;
-	u64 dropping = 0;
+	struct spw_snapshot sn = {};
 	unsigned int i;
 
 	seq_printf(m, "spw-group-id:\t%llu\nspw-members:\t%u\nspw-ring-entries:\t%u\n",
@@ -900,21 +945,20 @@ static void spw_group_show_fdinfo(struct seq_file *m, struct file *file)
 	seq_printf(m, "spw-policy:\t%s\nspw-spill-at:\t%u\nspw-stall-ms:\t%d\n",
 		   spw_policy_name(g->policy.kind), g->policy.spill_at,
 		   g->stall == SPW_STALL_NEVER ? -1 : (int)g->stall_ms);
-	spin_lock_bh(&g->lock);
-	for (i = 0; i < g->nr; i++)
-		dropping += g->members[i].drop_pending;
-	seq_printf(m, "spw-stale:\t%llu\nspw-dropping:\t%llu\n", g->stale, dropping);
+	if (spw_snapshot_take(g, &sn))
+		goto out;
+	seq_printf(m, "spw-stale:\t%llu\nspw-dropping:\t%llu\n", sn.stale, sn.dropping);
 	for (i = 0; i < g->nr; i++) {
-		const struct spw_counters *c = &g->members[i].st;
+		const struct spw_member_stats *ms = &sn.ms[i];
 
 		seq_printf(m,
 			   "spw-member-%u:\tstate=%u arrived=%llu delivered=%llu spilled_out=%llu spilled_in=%llu dropped=%llu rehomed=%llu outstanding=%u pending=%u waiting=%u polled=%u\n",
-			   i, g->rings[i].state, c->arrived, c->delivered,
-			   c->spilled_out, c->spilled_in, c->dropped, c->rehomed,
-			   spw_ring_outstanding(&g->acct[i]), g->acct[i].pending,
-			   g->acct[i].waiting, g->acct[i].polled);
+			   i, ms->state, ms->arrived, ms->delivered,
+			   ms->spilled_out, ms->spilled_in, ms->dropped, ms->rehomed,
+			   ms->outstanding, ms->pending, sn.waiting[i], sn.polled[i]);
 	}
-	spin_unlock_bh(&g->lock);
+out:
+	spw_snapshot_free(&sn);
 }
 
 static const struct file_operations spw_group_fops = {

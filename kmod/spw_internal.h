@@ -9,8 +9,9 @@
  *   group->open_lock  mutex; ring open/close and the lifetime of each
  *                     ring's shared memory.
  *   ring->post_lock   mutex; one CQ producer per ring at a time (two
- *                     threads may enter the same ring). Held across
- *                     kernel_accept(), which locks the listener.
+ *                     threads may enter the same ring), and the ring's
+ *                     owner (which file table its CQEs belong to). Held
+ *                     across the accept, which locks the listener.
  *   listener wait-queue lock (sock->wq.wait.lock), irq-safe, the kernel's:
  *                     held by whoever wakes the listener's waiters, and so
  *                     around spw_member_wake(), our entry on that queue.
@@ -23,7 +24,12 @@
  *                     member's counters, @assigned and @drop_pending,
  *                     @placing, @stalled_work and @steal_seq.
  *                     Never held across anything that sleeps; never held
- *                     while taking a listener's wait-queue lock.
+ *                     while taking a listener's wait-queue lock. Every
+ *                     hold is bounded: O(1) amortised per connection on
+ *                     the data path, at most SPW_BATCH tokens moved per
+ *                     hold when a ring's tokens move (rehome, steal),
+ *                     and one O(members) copy for the counters or a scan
+ *                     of the rings (SPW_MAX_MEMBERS at most).
  *
  * The module stores no pointer to itself in any object it does not own:
  * it learns of arrivals through a wait-queue entry it owns (struct
@@ -35,6 +41,7 @@
 #ifndef SPW_INTERNAL_H
 #define SPW_INTERNAL_H
 
+#include <linux/bits.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/net.h>
@@ -48,7 +55,14 @@
 #include "spw_policy.h"
 
 /* Group-wide slots (members x ring entries) bound kernel memory. */
-#define SPW_MAX_GROUP_SLOTS	(1U << 18)
+#define SPW_MAX_GROUP_SLOTS	BIT(18)
+
+/*
+ * Tokens moved per hold of group->lock when a ring's waiting connections
+ * move (rehome, steal): a ring may hold SPW_MAX_RING_ENTRIES of them, and
+ * the lock keeps bottom halves off on its CPU.
+ */
+#define SPW_BATCH		64
 
 /* Monotonic counters of one member; under group->lock. */
 struct spw_counters {
@@ -110,14 +124,22 @@ struct spw_ring {
 	unsigned int nr_open;		/* ring files; under group->open_lock */
 	unsigned int dummy_head;	/* acct->khead while there is no hdr */
 
-	struct mutex post_lock;
+	struct mutex post_lock;		/* see the top of this file */
+	/*
+	 * The file table the CQEs between head and tail were installed in
+	 * (NULL: none), and its id as shared memory shows it (hdr->owner).
+	 * Under post_lock; ->poll and ->flush read @owner without it, only
+	 * to compare with their own table.
+	 */
+	struct files_struct *owner;
+	u32 owner_id;
 	wait_queue_head_t wq;
 	/* steal_seq at the consumer's last enter: poll reports a steal since */
 	unsigned int seen_seq;
 };
 
 struct spw_group {
-	spinlock_t lock;
+	spinlock_t lock;		/* see the top of this file */
 	refcount_t ref;			/* group files + ring files */
 	struct mutex open_lock;
 	/*
@@ -126,6 +148,7 @@ struct spw_group {
 	 */
 	bool placing;
 	bool hold_drops;		/* under lock: create not finished */
+	bool share_listeners;		/* SPW_GROUP_F_SHARE_LISTENERS */
 	unsigned int nr;
 	unsigned int entries;
 	u64 id;				/* unique while the module is loaded (fdinfo) */
@@ -162,7 +185,6 @@ int spw_anon_fd(const char *name, const struct file_operations *fops,
 
 /* spw_group.c */
 long spw_group_create(struct spw_group_create __user *uarg);
-long spw_group_listen(struct spw_group_listen __user *uarg);
 void spw_refile_locked(struct spw_group *g, unsigned int idx);
 void spw_clock_now(const struct spw_group *g, struct spw_clock *c);
 bool spw_ring_steal_locked(struct spw_ring *r);
@@ -170,8 +192,10 @@ void spw_group_put(struct spw_group *g);
 long spw_group_stats(struct spw_group *g, struct spw_group_stats __user *uarg);
 void spw_reconcile_locked(struct spw_member *m);
 void spw_token_retire_locked(struct spw_member *m);
-void spw_ring_rehome_locked(struct spw_ring *r);
+void spw_ring_rehome(struct spw_ring *r, bool keep);
 void spw_ring_work_posted_locked(struct spw_ring *r);
+void spw_hdr_set_flags(struct spw_ring_hdr *hdr, u32 flags);
+void spw_hdr_clear_flags(struct spw_ring_hdr *hdr, u32 flags);
 
 /* spw_ring.c */
 long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg);

@@ -9,7 +9,6 @@
 #include <linux/module.h>
 #include <linux/net.h>
 #include <linux/sysfs.h>
-#include <linux/version.h>
 #include <net/net_namespace.h>
 #include <net/sock.h>
 
@@ -74,12 +73,13 @@ void spw_registry_del(struct spw_member *m)
  * An fd for a new group or ring file on its own inode, so that security
  * modules see and can label it (security_inode_init_security_anon()).
  * The fd is installed when this returns: callers finish every step that
- * can fail first.
+ * can fail first. 6.6 replaced anon_inode_getfd_secure() with
+ * anon_inode_create_getfile(), which leaves the install to us.
  */
 int spw_anon_fd(const char *name, const struct file_operations *fops,
 		void *priv, int flags)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+#ifdef SPW_HAVE_ANON_INODE_CREATE_GETFILE
 	struct file *file;
 	int fd;
 
@@ -104,8 +104,6 @@ static long spw_ctl_ioctl(struct file *file, unsigned int cmd,
 	switch (cmd) {
 	case SPW_IOC_GROUP_CREATE:
 		return spw_group_create((void __user *)arg);
-	case SPW_IOC_GROUP_LISTEN:
-		return spw_group_listen((void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -129,18 +127,16 @@ static void spw_check_layout(void)
 {
 	BUILD_BUG_ON(sizeof(struct spw_group_create) != 40);
 	BUILD_BUG_ON(sizeof(struct spw_ring_open) != 40);
-	BUILD_BUG_ON(sizeof(struct spw_enter) != 24);
+	BUILD_BUG_ON(sizeof(struct spw_enter) != 32);
 	BUILD_BUG_ON(sizeof(struct spw_addr) != 32);
 	BUILD_BUG_ON(sizeof(struct spw_cqe) != 112);
-	BUILD_BUG_ON(sizeof(struct spw_group_listen) != 64);
 	BUILD_BUG_ON(SPW_KIND_ORIGIN != SPW_POLICY_ORIGIN);
 	BUILD_BUG_ON(SPW_KIND_LEAST != SPW_POLICY_LEAST);
 	BUILD_BUG_ON(SPW_KIND_P2C != SPW_POLICY_P2C);
 	BUILD_BUG_ON(SPW_KIND_CPU != SPW_POLICY_CPU);
 	BUILD_BUG_ON(offsetof(struct spw_ring_hdr, tail) != 64);
 	BUILD_BUG_ON(offsetof(struct spw_ring_hdr, delivered) != 128);
-	BUILD_BUG_ON(SPW_ACCEPT_NONBLOCK != O_NONBLOCK);
-	BUILD_BUG_ON(SPW_ACCEPT_CLOEXEC != O_CLOEXEC);
+	BUILD_BUG_ON(offsetof(struct spw_ring_hdr, owner) >= 128);
 	BUILD_BUG_ON((u64)SPW_MAX_MEMBERS * SPW_MAX_RING_ENTRIES > U32_MAX);
 }
 

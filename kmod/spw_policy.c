@@ -92,7 +92,7 @@ void spw_sum_refile(struct spw_policy *p, const struct spw_ring_acct *rings,
 	const struct spw_ring_acct *r = &rings[i];
 	unsigned int to = SPW_SUM_NONE, out;
 
-	if (r->live) {
+	if (r->live && !r->refusing) {
 		out = spw_ring_outstanding(r);
 		if (out < r->entries)
 			to = spw_ring_responsive(r, clock) ? spw_level(out) : SPW_SUM_ASIDE;
@@ -108,8 +108,9 @@ static int spw_filed(const struct spw_policy *p, unsigned int i)
 /*
  * The least loaded responsive ring with room (exact below SPW_SUM_EXACT,
  * to a factor of two above: rings in one level tie), @home on ties, else
- * the next one from the cursor so that ties rotate. Each candidate is re-filed before it is trusted; one that
- * moved is looked up again. -1 when no responsive ring has room.
+ * the next one from the cursor so that ties rotate. Each candidate is
+ * re-filed before it is trusted; one that moved is looked up again. -1
+ * when no responsive ring has room.
  */
 static int spw_sum_least(struct spw_policy *p, const struct spw_ring_acct *rings,
 			 unsigned int home, const struct spw_clock *clock)
@@ -196,7 +197,13 @@ int spw_pick_ring(struct spw_policy *p, const struct spw_ring_acct *rings,
 	if (home >= p->nr)
 		home = origin;
 	spw_sum_refile(p, rings, home, clock);
-	home_ok = spw_filed(p, home);
+	/*
+	 * A home nobody holds yet (its worker starts late) keeps its own
+	 * connections while it has room, as a plain listener's queue would;
+	 * it is never a sibling's target (the summary leaves it aside).
+	 */
+	home_ok = spw_filed(p, home) ||
+		  (rings[home].unattended && spw_ring_has_room(&rings[home]));
 	if (home_ok)
 		home_out = spw_ring_outstanding(&rings[home]);
 
@@ -246,11 +253,12 @@ int spw_pick_victim(const struct spw_ring_acct *rings, unsigned int nr,
 		return -1;
 	for (i = 0; i < nr; i++) {
 		const struct spw_ring_acct *r = &rings[i];
+		unsigned int stealable = r->pending - r->inflight;
 
-		if (i == self || r->pending <= most ||
+		if (i == self || stealable <= most ||
 		    (r->live && spw_ring_responsive(r, clock)))
 			continue;
-		most = r->pending;
+		most = stealable;
 		victim = i;
 	}
 	return victim;

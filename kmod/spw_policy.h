@@ -3,10 +3,11 @@
  * spw_policy.h - which ring takes a new connection.
  *
  * This file and spw_policy.c are compiled twice: into the module and into
- * the host unit tests and benchmarks. They include no kernel header and use
- * only plain C, so the decision can be tested and measured without a
- * kernel. The caller serialises every call on one group (the module holds
- * the group lock); only @khead may change underneath, written by user space.
+ * the host unit tests and benchmarks. They use only plain C and no kernel
+ * header (but linux/compiler.h's READ_ONCE() in the module), so the
+ * decision can be tested and measured without a kernel. The caller
+ * serialises every call on one group (the module holds the group lock);
+ * only @khead may change underneath, written by user space.
  */
 #ifndef SPW_POLICY_H
 #define SPW_POLICY_H
@@ -18,8 +19,20 @@
 struct spw_ring_acct {
 	unsigned int entries;	/* CQ slots, a power of two */
 	unsigned int pending;	/* assigned, not yet posted as a CQE */
+	unsigned int inflight;	/* of @pending: being handed over now, not stealable */
 	unsigned int ktail;	/* kernel's own tail; never read back from user memory */
 	unsigned int live;	/* 0: consumer gone, never a target */
+	/*
+	 * No consumer holds the ring (never opened, or vacant): it never
+	 * counts as responsive, takes other members' work only when no ring
+	 * with a consumer can, and keeps its own member's while it has room.
+	 */
+	unsigned int unattended;
+	/*
+	 * The consumer could not take a connection (out of fds or memory):
+	 * no room until it enters again.
+	 */
+	unsigned int refusing;
 	unsigned int waiting;	/* consumers asleep in enter, waiting for work */
 	unsigned int polled;	/* the consumer waits in poll/epoll/io_uring poll */
 	unsigned int last_active; /* clock (jiffies) of the consumer's last enter or poll */
@@ -40,7 +53,12 @@ struct spw_clock {
 #define SPW_STALL_NEVER	(~0U)
 
 /* Read a value user space may change at any time, exactly once. */
-#define SPW_READ_USER_ONCE(x)	(*(const volatile unsigned int *)&(x))
+#ifdef __KERNEL__
+#include <linux/compiler.h>
+#define SPW_READ_USER_ONCE(x)	READ_ONCE(x)
+#else
+#define SPW_READ_USER_ONCE(x)	__atomic_load_n(&(x), __ATOMIC_RELAXED)
+#endif
 
 /*
  * CQEs posted and not yet consumed. @ktail - head is at most @entries for
@@ -64,7 +82,7 @@ static inline unsigned int spw_ring_outstanding(const struct spw_ring_acct *r)
 
 static inline int spw_ring_has_room(const struct spw_ring_acct *r)
 {
-	return r->live && spw_ring_outstanding(r) < r->entries;
+	return r->live && !r->refusing && spw_ring_outstanding(r) < r->entries;
 }
 
 /*
@@ -74,11 +92,14 @@ static inline int spw_ring_has_room(const struct spw_ring_acct *r)
  * with none, it is idle and responsive; with some, it is responsive until
  * that work has waited a stall time without the consumer coming back. A
  * stopped or stuck worker stops coming back, so new work avoids its ring
- * and idle siblings take what waits there.
+ * and idle siblings take what waits there. A ring nobody holds has no
+ * consumer to be responsive, stall detection or not.
  */
 static inline int spw_ring_responsive(const struct spw_ring_acct *r,
 				      const struct spw_clock *c)
 {
+	if (r->unattended)
+		return 0;
 	if (c->stall == SPW_STALL_NEVER || r->waiting ||
 	    c->now - r->last_active < c->stall)
 		return 1;
@@ -98,12 +119,14 @@ static inline int spw_ring_responsive(const struct spw_ring_acct *r,
  * room is in exactly one load level (outstanding 0..7 each its own level,
  * then one level per power of two: exact where queues are short, within a
  * factor of two beyond); a ring found stalled with room is set aside (a
- * last resort); a full or closed ring is in neither. The caller re-files a
+ * last resort, as is a ring nobody holds); a full, closed or refusing ring
+ * is in neither. The caller re-files a
  * ring (spw_sum_refile) whenever its pending count, tail or liveness
  * changes, and when its consumer enters or polls; a decision that finds a
  * ring misfiled (its consumer consumed, stalled or went) re-files it and
- * looks again, so each lookup is O(1) amortised: a few bitmaps of nr bits,
- * at most SPW_MAX_MEMBERS / 64 words each.
+ * looks again, so each lookup is O(1) amortised (a re-filing that moves a
+ * ring was paid for by the change that filed it): a few bitmaps of nr
+ * bits, at most SPW_MAX_MEMBERS / 64 words each.
  */
 #define SPW_SUM_EXACT	8		/* levels 0..7: outstanding itself */
 #define SPW_SUM_LEVELS	20		/* then 8 + log2(out / 8), out < 32768 */
@@ -157,9 +180,10 @@ int spw_pick_ring(struct spw_policy *p, const struct spw_ring_acct *rings,
 
 /*
  * The stalled ring an idle consumer should take work from: the live or
- * closed sibling of @self with the most pending tokens whose consumer is
- * not responsive, or -1. A scan: the module runs it only after the stall
- * timer found stalled work.
+ * closed sibling of @self with the most stealable tokens (pending, less
+ * those being handed over now) whose consumer is not responsive, or -1.
+ * A scan: the module runs it only after the stall timer found stalled
+ * work, and stops once a scan finds nothing to take.
  */
 int spw_pick_victim(const struct spw_ring_acct *rings, unsigned int nr,
 		    unsigned int self, const struct spw_clock *clock);

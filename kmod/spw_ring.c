@@ -3,12 +3,22 @@
  * spw_ring.c - accept completion rings: open, mmap, enter, poll, close.
  *
  * Connections are handed over only here, in the consumer's own context:
- * kernel_accept() on the member the token names, an fd installed in the
- * caller's table, one CQE written. The tail is published with a single
- * smp_store_release() per batch (spw_ring_commit), which pairs with the
- * library's load-acquire; the head is read with READ_ONCE() and trusted
- * only as "slots in use", clamped to the ring size.
+ * an accept on the member the token names, into a socket, file and fd
+ * made first (a failure for want of them leaves the connection queued),
+ * one CQE written, the fd installed in the caller's table. The tail is
+ * published with a single smp_store_release() per batch
+ * (spw_ring_commit), which pairs with the library's load-acquire. The
+ * head is read with READ_ONCE() and trusted only as "slots in use",
+ * clamped to the ring size; the kernel keeps its own tail (acct.ktail)
+ * and never reads the shared one back.
+ *
+ * A ring's CQEs belong to one file table at a time, its owner: their fds
+ * are numbers in that table. spw_ring_claim() gives the CQ to the table
+ * that enters, unless another table still has CQEs to consume (-EBUSY);
+ * ->flush, when the owner closes its last fd of the ring, discards what
+ * it left (fds of its own table) and frees the CQ for the next one.
  */
+#include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/hrtimer.h>
@@ -23,6 +33,7 @@
 #include <linux/vmalloc.h>
 #include <net/sock.h>
 
+#include "spw_compat.h"
 #include "spw_internal.h"
 
 /* The CQE array starts on its own cache line. */
@@ -48,8 +59,12 @@ int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx)
 	if (!r->tokens)
 		return -ENOMEM;
 	a->entries = g->entries;
-	/* a ring nobody has opened yet still takes work: workers start late */
+	/*
+	 * A ring nobody has opened yet still takes work (workers start
+	 * late), but only when no ring with a consumer can.
+	 */
 	a->live = 1;
+	a->unattended = 1;
 	a->last_active = (unsigned int)jiffies;
 	a->work_since = a->last_active;
 	a->khead = &r->dummy_head;
@@ -127,6 +142,11 @@ void spw_addr_fill(struct spw_addr *a, const struct sockaddr_storage *ss)
 	}
 }
 
+static size_t spw_ring_bytes(const struct spw_group *g)
+{
+	return SPW_CQES_OFFSET + (size_t)g->entries * sizeof(struct spw_cqe);
+}
+
 static void spw_cqe_fill_addrs(struct spw_cqe *cqe, struct socket *sock)
 {
 	struct sockaddr_storage ss;
@@ -151,83 +171,95 @@ static long spw_ring_used(struct spw_ring *r)
 	return used;
 }
 
-/* The token goes back to the front: the connection keeps its turn. */
-static void spw_token_unget(struct spw_ring *r, u32 origin)
+/* Under group->lock: @r's next token, which is being handed over now. */
+static u32 spw_token_pop_locked(struct spw_ring *r)
 {
-	spin_lock_bh(&r->group->lock);
-	r->tokens[--r->tok_head & (r->group->entries - 1)] = origin;
-	spin_unlock_bh(&r->group->lock);
+	lockdep_assert_held(&r->group->lock);
+	spw_acct(r)->inflight++;
+	return r->tokens[r->tok_head++ & (r->group->entries - 1)];
 }
 
 /* Under the group lock: @r's token for member @m is finished. */
 static void spw_ring_token_done_locked(struct spw_ring *r, struct spw_member *m)
 {
-	spw_acct(r)->pending--;
+	struct spw_ring_acct *a = spw_acct(r);
+
+	a->pending--;
+	a->inflight--;
 	spw_refile_locked(r->group, r->idx);
 	spw_token_retire_locked(m);
 }
 
 /*
+ * The consumer cannot take a connection now (out of fds or memory, -@err):
+ * the token goes back to the front (the connection keeps its turn), the
+ * ring takes no new work until its consumer comes back (enter or poll),
+ * and what waits for it moves on to siblings that can take it; what no
+ * sibling has room for stays. The consumer gets @err. Under post_lock.
+ */
+static int spw_ring_refuse(struct spw_ring *r, u32 origin, int err)
+{
+	struct spw_group *g = r->group;
+	struct spw_ring_acct *a = spw_acct(r);
+
+	spin_lock_bh(&g->lock);
+	a->inflight--;
+	r->tokens[--r->tok_head & (g->entries - 1)] = origin;
+	a->refusing = 1;
+	spw_refile_locked(g, r->idx);
+	spin_unlock_bh(&g->lock);
+	spw_ring_rehome(r, true);
+	return err;
+}
+
+/*
  * Hand one connection of member @origin to the caller. Returns 1 when a
  * CQE was written, 0 when the token was stale (someone accept()ed on the
- * listener directly, or it stopped listening), or -errno with the token
- * put back (out of fds or memory: the connection keeps its turn).
+ * listener directly, or it stopped listening), or -errno when the caller
+ * cannot take it (spw_ring_refuse()).
  */
 static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 {
 	struct spw_group *g = r->group;
 	struct spw_member *m = &g->members[origin];
+	struct socket *lsock = m->sock, *sock;
 	struct spw_ring_acct *a = spw_acct(r);
-	struct socket *child;
 	struct spw_cqe *cqe;
 	struct file *file;
 	int fd, err;
 
-	fd = get_unused_fd_flags(aflags & O_CLOEXEC);
-	if (fd < 0) {
-		spw_token_unget(r, origin);
-		return fd;
-	}
 	/*
-	 * In the consumer's own context, as its accept() would run. The
-	 * security label ends as accept()'s: sock_create_lite() labels the
-	 * new inode as a kernel socket's, then inet_accept()'s sock_graft()
-	 * relabels it from the child sock, as it does after accept()'s
-	 * security_socket_accept(). That check itself is not exported and
-	 * does not run (docs/architecture.md, "Security").
+	 * As accept4() does it, everything that can fail for want of fds or
+	 * memory comes before the accept: a failure leaves the connection in
+	 * the listener's queue. The socket is made as kernel_accept() makes
+	 * it; its label ends as accept()'s: sock_create_lite() labels the
+	 * inode as a kernel socket's, then inet_accept()'s sock_graft()
+	 * relabels it from the child sock. accept()'s own
+	 * security_socket_accept() is not exported and does not run
+	 * (docs/architecture.md, "Security").
 	 */
-	err = kernel_accept(m->sock, &child, O_NONBLOCK);
-	if (err) {
-		put_unused_fd(fd);
-		/*
-		 * -EINVAL: the member is not listening (shutdown(), close by
-		 * its owner). Its queue was flushed with it; the token is as
-		 * stale as one whose connection was taken.
-		 */
-		if (err != -EAGAIN && err != -EINVAL) {
-			/* the connection, if any, stays queued for a retry */
-			spw_token_unget(r, origin);
-			return err;
-		}
-		spin_lock_bh(&g->lock);
-		g->stale++;
-		spw_ring_token_done_locked(r, m);
-		spin_unlock_bh(&g->lock);
-		return 0;
+	fd = get_unused_fd_flags(aflags & SPW_ACCEPT_CLOEXEC ? O_CLOEXEC : 0);
+	if (fd < 0)
+		return spw_ring_refuse(r, origin, fd);
+	err = sock_create_lite(lsock->sk->sk_family, lsock->sk->sk_type,
+			       lsock->sk->sk_protocol, &sock);
+	if (err)
+		goto err_fd;
+	/* as accept4(): the file's release puts the module of these ops */
+	sock->ops = lsock->ops;
+	__module_get(sock->ops->owner);
+	file = sock_alloc_file(sock, aflags & SPW_ACCEPT_NONBLOCK ? O_NONBLOCK : 0,
+			       lsock->sk->sk_prot_creator->name);
+	if (IS_ERR(file)) {
+		err = PTR_ERR(file);	/* released @sock */
+		goto err_fd;
 	}
+	err = spw_ops_accept(lsock, sock, O_NONBLOCK);
+	if (err)
+		goto err_file;
 
 	cqe = &r->cqes[a->ktail & (g->entries - 1)];
-	spw_cqe_fill_addrs(cqe, child);
-	file = sock_alloc_file(child, aflags & O_NONBLOCK, NULL);
-	if (IS_ERR(file)) {
-		/* sock_alloc_file() released the child: count it as dropped */
-		put_unused_fd(fd);
-		spin_lock_bh(&g->lock);
-		m->st.dropped++;
-		spw_ring_token_done_locked(r, m);
-		spin_unlock_bh(&g->lock);
-		return PTR_ERR(file);
-	}
+	spw_cqe_fill_addrs(cqe, sock);
 	cqe->fd = fd;
 	cqe->flags = 0;
 	if (origin != r->idx)
@@ -248,6 +280,26 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 	spw_ring_token_done_locked(r, m);
 	spin_unlock_bh(&g->lock);
 	return 1;
+
+err_file:
+	fput(file);
+	put_unused_fd(fd);
+	/*
+	 * -EAGAIN: nothing queued (someone accept()ed it on the listener);
+	 * -EINVAL: the member stopped listening (shutdown()), and its queue
+	 * was flushed with it. The token is stale either way.
+	 */
+	if (err == -EAGAIN || err == -EINVAL) {
+		spin_lock_bh(&g->lock);
+		g->stale++;
+		spw_ring_token_done_locked(r, m);
+		spin_unlock_bh(&g->lock);
+		return 0;
+	}
+	return spw_ring_refuse(r, origin, err);
+err_fd:
+	put_unused_fd(fd);
+	return spw_ring_refuse(r, origin, err);
 }
 
 /* Publish posted CQEs: the one release of the tail per batch. */
@@ -261,17 +313,51 @@ static void spw_ring_commit(struct spw_ring *r)
 }
 
 /*
- * Hand over pending connections while the CQ has room, at most *@budget of
- * them (decremented by the number posted). Returns the number of CQEs in
- * the ring, or -errno when nothing could be done.
+ * The caller's file table takes the ring's CQ: at once if it owns it or
+ * nobody does, or when the owner has consumed all it was given. -EBUSY
+ * while another table has CQEs to consume (or wrote a head we cannot
+ * believe): they are fds of its own. Under post_lock.
  */
-static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget)
+static int spw_ring_claim(struct spw_ring *r)
+{
+	struct files_struct *files = current->files;
+
+	lockdep_assert_held(&r->post_lock);
+	if (r->owner == files)
+		return 0;
+	if (r->owner && spw_ring_used(r))
+		return -EBUSY;
+	if (!++r->owner_id)
+		r->owner_id = 1;
+	WRITE_ONCE(r->owner, files);
+	/*
+	 * Pairs with the library's load-acquire of the owner: whoever reads
+	 * this id also reads the head a departed owner's flush reset. The
+	 * tail's release orders it before this owner's first CQE.
+	 */
+	smp_store_release(&r->hdr->owner, r->owner_id);
+	return 0;
+}
+
+/*
+ * Hand over pending connections while the CQ has room, at most *@budget of
+ * them (decremented by the number posted). *@owner is the caller's owner
+ * id. Returns the number of CQEs in the ring, or -errno when nothing could
+ * be done; *@stop when the caller must not wait (it cannot take work, or
+ * its head is garbage).
+ */
+static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget,
+			  u32 *owner, bool *stop)
 {
 	struct spw_group *g = r->group;
 	unsigned int posted = 0;
-	long used, ret = 0;
+	long used, ret;
 
 	mutex_lock(&r->post_lock);
+	ret = spw_ring_claim(r);
+	if (ret)
+		goto out;
+	*owner = r->owner_id;
 	for (;;) {
 		u32 origin;
 		int err;
@@ -282,9 +368,7 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget)
 			 * The consumer wrote a head we cannot believe. Its ring
 			 * counts as full; its waiting connections go to siblings.
 			 */
-			spin_lock_bh(&g->lock);
-			spw_ring_rehome_locked(r);
-			spin_unlock_bh(&g->lock);
+			spw_ring_rehome(r, false);
 			ret = -EINVAL;
 			break;
 		}
@@ -296,7 +380,7 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget)
 			spin_unlock_bh(&g->lock);
 			break;
 		}
-		origin = r->tokens[r->tok_head++ & (g->entries - 1)];
+		origin = spw_token_pop_locked(r);
 		spin_unlock_bh(&g->lock);
 
 		err = spw_ring_post_one(r, origin, aflags);
@@ -309,10 +393,12 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget)
 	if (posted)
 		spw_ring_commit(r);
 	*budget -= posted;
+	*stop = ret < 0;
 	if (ret >= 0 || posted) {
 		used = spw_ring_used(r);
 		ret = used < 0 ? -EINVAL : used;
 	}
+out:
 	mutex_unlock(&r->post_lock);
 	return ret;
 }
@@ -324,8 +410,9 @@ static bool spw_ring_has_tokens(struct spw_ring *r)
 
 /*
  * The consumer is here (in enter, or polling the ring): it counts as
- * responsive from now on, and the policy re-files its ring with the head
- * it has moved since. SPW_POLICY_CPU learns where the consumer runs.
+ * responsive from now on, may take work again if it could not, and the
+ * policy re-files its ring with the head it has moved since.
+ * SPW_POLICY_CPU learns where the consumer runs.
  */
 static void spw_ring_touch(struct spw_ring *r, int waiting, bool poll)
 {
@@ -345,10 +432,29 @@ static void spw_ring_touch(struct spw_ring *r, int waiting, bool poll)
 	a->waiting += waiting;
 	if (poll)
 		a->polled = 1;
+	a->refusing = 0;
 	if (g->cpu_ring && a->live)
 		g->cpu_ring[smp_processor_id()] = r->idx;
 	spw_refile_locked(g, r->idx);
 	spin_unlock_bh(&g->lock);
+}
+
+/*
+ * A poll: the consumer waits in poll/epoll/io_uring. Without the group
+ * lock when nothing would change (marked as polling already in this
+ * jiffy, able to take work, nothing waiting): an idle event loop's polls
+ * must not make it the group lock's busiest user. A poll within the same
+ * jiffy changes no clock the policy reads.
+ */
+static void spw_ring_poll_touch(struct spw_ring *r)
+{
+	const struct spw_ring_acct *a = spw_acct(r);
+
+	if (READ_ONCE(a->polled) && !READ_ONCE(a->refusing) &&
+	    READ_ONCE(a->last_active) == (unsigned int)jiffies &&
+	    !spw_ring_has_tokens(r))
+		return;
+	spw_ring_touch(r, 0, true);
 }
 
 /* Work landed on @r, or the stall timer says a sibling's work can be taken. */
@@ -378,14 +484,17 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 	struct spw_enter args;
 	ktime_t deadline = 0;
 	unsigned int want, budget;
+	bool timed, stop;
+	u32 owner = 0;
 	long ret;
 
 	if (copy_from_user(&args, uarg, sizeof(args)))
 		return -EFAULT;
-	if (args.flags & ~SPW_ENTER_F_ALL ||
-	    args.accept_flags & ~(SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC))
+	if (args.flags & ~SPW_ENTER_F_ALL || args.accept_flags & ~SPW_ACCEPT_ALL ||
+	    args.resv)
 		return -EINVAL;
-	if (args.flags & SPW_ENTER_F_TIMEOUT) {
+	timed = args.flags & SPW_ENTER_F_TIMEOUT;
+	if (timed) {
 		if (args.timeout_ns < 0)
 			return -EINVAL;
 		deadline = ktime_add_safe(ktime_get(), ns_to_ktime(args.timeout_ns));
@@ -406,19 +515,35 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 
 		/* poll stops reporting this steal: we are about to look */
 		WRITE_ONCE(r->seen_seq, seq);
-		ret = spw_ring_post(r, args.accept_flags, &budget);
-		/* a spent budget ends the call: waiting could not post more */
-		if (ret < 0 || ret >= want || !budget)
+		ret = spw_ring_post(r, args.accept_flags, &budget, &owner, &stop);
+		if (ret == -EBUSY)
 			return ret;
-		/* restartable like other waits; -EINTR where it is not restarted */
-		if (signal_pending(current))
-			return ret ?: -ERESTARTSYS;
-		if (args.flags & SPW_ENTER_F_TIMEOUT) {
+		/* the caller learns its owner id once, when it changes */
+		if (owner != args.owner) {
+			if (put_user(owner, &uarg->owner))
+				return -EFAULT;
+			args.owner = owner;
+		}
+		/* a spent budget ends the call: waiting could not post more */
+		if (ret < 0 || ret >= want || !budget || stop)
+			return ret;
+		if (signal_pending(current)) {
+			if (ret)
+				return ret;
+			/*
+			 * Restartable like other waits, but not with a relative
+			 * timeout: a restart would wait all of it again, and a
+			 * periodic signal would keep the call from ever timing
+			 * out. epoll_wait() returns -EINTR there too.
+			 */
+			return timed ? -EINTR : -ERESTARTSYS;
+		}
+		if (timed) {
 			left = ktime_sub(deadline, ktime_get());
 			if (ktime_to_ns(left) <= 0)
 				return ret ?: -ETIME;
 		}
-		spw_ring_wait(r, seq, args.flags & SPW_ENTER_F_TIMEOUT, left);
+		spw_ring_wait(r, seq, timed, left);
 	}
 }
 
@@ -444,15 +569,54 @@ static __poll_t spw_ring_poll(struct file *file, poll_table *wait)
 
 	poll_wait(file, &r->wq, wait);
 	/* a consumer that waits in poll is here, and responsive while idle */
-	spw_ring_touch(r, 0, true);
+	spw_ring_poll_touch(r);
 	/*
-	 * Readable: connections wait to be handed over, CQEs wait to be
-	 * reaped, or a stalled sibling's work can be taken by an enter.
+	 * Readable: connections wait to be handed over, a stalled sibling's
+	 * work can be taken by an enter, or (for the table they belong to)
+	 * CQEs wait to be reaped: the kernel's own tail against the head.
 	 */
 	if (spw_ring_has_tokens(r) ||
-	    READ_ONCE(r->hdr->tail) != READ_ONCE(r->hdr->head) ||
 	    READ_ONCE(r->group->steal_seq) != READ_ONCE(r->seen_seq))
 		return EPOLLIN | EPOLLRDNORM;
+	if (READ_ONCE(r->owner) == current->files &&
+	    READ_ONCE(spw_acct(r)->ktail) != READ_ONCE(r->hdr->head))
+		return EPOLLIN | EPOLLRDNORM;
+	return 0;
+}
+
+static int spw_ring_match(const void *r, struct file *file, unsigned int fd)
+{
+	return file->f_op == &spw_ring_fops && file->private_data == r;
+}
+
+/*
+ * An fd of the ring is being closed (close, exit, exec). When it was the
+ * owner's last one, the owner is gone: its unconsumed CQEs name fds of
+ * its table, which no other holder may take for its own. They are
+ * discarded (the head moves to the kernel's tail) and the CQ is free for
+ * the next table to enter. iterate_fd() is O(fds of the closing table),
+ * for the owner's closes only, never on the data path; at exit it finds
+ * the table's other fds of the ring, which close after this one.
+ */
+static int spw_ring_flush(struct file *file, fl_owner_t id)
+{
+	struct spw_ring *r = file->private_data;
+	struct spw_group *g = r->group;
+
+	if (READ_ONCE(r->owner) != id)
+		return 0;
+	mutex_lock(&r->post_lock);
+	if (r->owner == id && !iterate_fd(id, 0, spw_ring_match, r)) {
+		/* nothing is posted meanwhile (post_lock): ktail is final */
+		WRITE_ONCE(r->hdr->head, spw_acct(r)->ktail);
+		/* pairs with the library's load-acquire of the owner */
+		smp_store_release(&r->hdr->owner, 0);
+		WRITE_ONCE(r->owner, NULL);
+		spin_lock_bh(&g->lock);
+		spw_refile_locked(g, r->idx);
+		spin_unlock_bh(&g->lock);
+	}
+	mutex_unlock(&r->post_lock);
 	return 0;
 }
 
@@ -480,42 +644,51 @@ static bool spw_sibling_live_locked(const struct spw_group *g,
 	return false;
 }
 
-/* @r's consumer is gone: it takes no work, and its work goes elsewhere. */
+/*
+ * @r's consumer is gone: it takes no work. The caller moves its waiting
+ * tokens away (spw_ring_rehome()) once it has dropped the group lock.
+ */
 static void spw_ring_set_closed_locked(struct spw_ring *r)
 {
 	lockdep_assert_held(&r->group->lock);
 	spw_acct(r)->live = 0;
 	r->state = SPW_MEMBER_CLOSED;
 	spw_refile_locked(r->group, r->idx);
-	spw_ring_rehome_locked(r);
 }
 
 /*
- * @r opened: a VACANT sibling (below) has a consumer to hand its work to
- * now, the one that opened @r. At most one ring is VACANT: only the
- * last ring with a consumer becomes so, and it takes work.
+ * @r opened: the VACANT sibling, if any (below), has a consumer to hand
+ * its work to now. At most one ring is VACANT: only the last ring with a
+ * consumer becomes so, and it takes work. Returns it, closed, or NULL.
  */
-static void spw_ring_end_vacancy_locked(struct spw_ring *r)
+static struct spw_ring *spw_ring_end_vacancy_locked(struct spw_ring *r)
 {
 	struct spw_group *g = r->group;
 	unsigned int i;
 
 	lockdep_assert_held(&g->lock);
 	/* O(members), at a ring's first open only */
-	for (i = 0; i < g->nr; i++)
-		if (i != r->idx && g->rings[i].state == SPW_MEMBER_VACANT)
+	for (i = 0; i < g->nr; i++) {
+		if (i != r->idx && g->rings[i].state == SPW_MEMBER_VACANT) {
 			spw_ring_set_closed_locked(&g->rings[i]);
+			return &g->rings[i];
+		}
+	}
+	return NULL;
 }
 
-/* First open: fresh shared memory, and the ring takes work again. */
-static int spw_ring_activate(struct spw_ring *r)
+/*
+ * First open, before the fd exists: fresh shared memory for @r, not yet
+ * visible to the policy, so that a failure later in the open undoes it
+ * without a trace (spw_ring_unprepare()).
+ */
+static int spw_ring_prepare(struct spw_ring *r)
 {
 	struct spw_group *g = r->group;
-	struct spw_ring_acct *a = spw_acct(r);
 	struct spw_ring_hdr *hdr;
 
 	lockdep_assert_held(&g->open_lock);
-	r->bytes = SPW_CQES_OFFSET + (size_t)g->entries * sizeof(struct spw_cqe);
+	r->bytes = spw_ring_bytes(g);
 	hdr = spw_ring_mem_alloc(r, r->bytes);
 	if (!hdr)
 		return -ENOMEM;
@@ -524,24 +697,68 @@ static int spw_ring_activate(struct spw_ring *r)
 	hdr->member = r->idx;
 	hdr->nr_members = g->nr;
 	hdr->cqes_offset = SPW_CQES_OFFSET;
-
 	spin_lock_bh(&g->lock);
 	r->hdr = hdr;
 	r->cqes = (void *)hdr + SPW_CQES_OFFSET;
-	a->ktail = 0;
-	a->khead = &hdr->head;
+	spin_unlock_bh(&g->lock);
+	return 0;
+}
+
+/* Detach @r's shared memory (the group lock orders it with its readers). */
+static void spw_ring_mem_detach(struct spw_ring *r, struct spw_ring_hdr **hdr,
+				struct page ***pages)
+{
+	lockdep_assert_held(&r->group->lock);
+	*hdr = r->hdr;
+	*pages = r->pages;
+	r->hdr = NULL;
+	r->pages = NULL;
+	r->cqes = NULL;
+}
+
+/* The open failed after spw_ring_prepare(): as if it never happened. */
+static void spw_ring_unprepare(struct spw_ring *r)
+{
+	struct spw_group *g = r->group;
+	struct spw_ring_hdr *hdr;
+	struct page **pages;
+
+	lockdep_assert_held(&g->open_lock);
+	spin_lock_bh(&g->lock);
+	spw_ring_mem_detach(r, &hdr, &pages);
+	spin_unlock_bh(&g->lock);
+	spw_ring_mem_free(hdr, pages, r->nr_pages);
+}
+
+/*
+ * The first fd of @r exists, and nothing can fail any more: the ring takes
+ * work again, now with a consumer, and a VACANT sibling's work comes to it.
+ */
+static void spw_ring_publish(struct spw_ring *r)
+{
+	struct spw_group *g = r->group;
+	struct spw_ring_acct *a = spw_acct(r);
+	struct spw_ring *vacant;
+
+	lockdep_assert_held(&g->open_lock);
+	spin_lock_bh(&g->lock);
+	/* acct->ktail is 0 since init or the last close */
+	a->khead = &r->hdr->head;
 	a->live = 1;
+	a->unattended = 0;
+	a->refusing = 0;
 	a->polled = 0;
 	a->last_active = (unsigned int)jiffies;
 	a->work_since = a->last_active;
 	r->seen_seq = g->steal_seq;
 	r->state = SPW_MEMBER_OPEN;
 	spw_refile_locked(g, r->idx);
-	spw_ring_end_vacancy_locked(r);
 	if (r->tok_head != r->tok_tail)
-		hdr->flags |= SPW_RING_F_WORK_PENDING;
+		spw_hdr_set_flags(r->hdr, SPW_RING_F_WORK_PENDING);
+	vacant = spw_ring_end_vacancy_locked(r);
 	spin_unlock_bh(&g->lock);
-	return 0;
+	if (vacant)
+		spw_ring_rehome(vacant, false);
 }
 
 /*
@@ -561,34 +778,37 @@ static void spw_ring_deactivate(struct spw_ring *r, bool rehome)
 	struct spw_ring_acct *a = spw_acct(r);
 	struct spw_ring_hdr *hdr;
 	struct page **pages;
+	bool move = false;
 
 	lockdep_assert_held(&g->open_lock);
 	spin_lock_bh(&g->lock);
 	if (!rehome) {
 		a->live = 0;
 		r->state = SPW_MEMBER_CLOSED;
-		spw_refile_locked(g, r->idx);
 		a->pending = 0;
 		r->tok_head = r->tok_tail;
 	} else if (spw_sibling_live_locked(g, r->idx)) {
 		spw_ring_set_closed_locked(r);
+		move = true;
 	} else {
 		/* poll no longer stands for a consumer that is idle */
 		a->polled = 0;
+		a->unattended = 1;
 		r->state = SPW_MEMBER_VACANT;
 	}
 	/* CQEs already posted belong to the consumer's file table */
 	a->khead = &r->dummy_head;
 	a->ktail = 0;
+	a->refusing = 0;
 	/* a VACANT ring's load is its tokens alone now */
 	spw_refile_locked(g, r->idx);
-	hdr = r->hdr;
-	pages = r->pages;
-	r->hdr = NULL;
-	r->pages = NULL;
-	r->cqes = NULL;
+	spw_ring_mem_detach(r, &hdr, &pages);
 	spin_unlock_bh(&g->lock);
+	if (move)
+		spw_ring_rehome(r, false);
 	spw_ring_mem_free(hdr, pages, r->nr_pages);
+	/* no fd is left, so no enter holds post_lock */
+	r->owner = NULL;
 }
 
 /* Drop one opener of @r and its group reference. */
@@ -614,7 +834,8 @@ long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg)
 {
 	struct spw_ring_open args;
 	struct spw_ring *r;
-	int fd, err, i;
+	bool first;
+	int fd, i;
 
 	if (copy_from_user(&args, uarg, sizeof(args)))
 		return -EFAULT;
@@ -627,31 +848,42 @@ long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg)
 		return -EINVAL;
 	r = &g->rings[args.member];
 
-	mutex_lock(&g->open_lock);
-	if (!r->nr_open) {
-		err = spw_ring_activate(r);
-		if (err) {
-			mutex_unlock(&g->open_lock);
-			return err;
-		}
-	}
-	r->nr_open++;
-	refcount_inc(&g->ref);
-	mutex_unlock(&g->open_lock);
-
-	/* every step that can fail comes before the fd is installed */
+	/* all the caller learns is known now: a failed copy changes nothing */
 	args.ring_entries = g->entries;
 	args.nr_members = g->nr;
-	args.ring_bytes = r->bytes;
+	args.ring_bytes = spw_ring_bytes(g);
 	args.cqes_offset = SPW_CQES_OFFSET;
-	if (copy_to_user(uarg, &args, sizeof(args))) {
-		spw_ring_close(r);
+	if (copy_to_user(uarg, &args, sizeof(args)))
 		return -EFAULT;
+
+	mutex_lock(&g->open_lock);
+	first = !r->nr_open;
+	if (first) {
+		fd = spw_ring_prepare(r);
+		if (fd)
+			goto out;
 	}
+	/*
+	 * The fd is the last thing that can fail. Another thread may close
+	 * it as soon as it exists; that release waits for open_lock and then
+	 * finds the ring open, as it should.
+	 */
+	r->nr_open++;
+	refcount_inc(&g->ref);
 	fd = spw_anon_fd("[spillway-ring]", &spw_ring_fops, r,
 			 O_RDWR | (args.flags & SPW_RING_OPEN_F_CLOEXEC ? O_CLOEXEC : 0));
-	if (fd < 0)
-		spw_ring_close(r);
+	if (fd < 0) {
+		r->nr_open--;
+		/* the caller's group file holds another reference */
+		refcount_dec(&g->ref);
+		if (first)
+			spw_ring_unprepare(r);
+		goto out;
+	}
+	if (first)
+		spw_ring_publish(r);
+out:
+	mutex_unlock(&g->open_lock);
 	return fd;
 }
 
@@ -660,13 +892,16 @@ static void spw_ring_show_fdinfo(struct seq_file *m, struct file *file)
 {
 	struct spw_ring *r = file->private_data;
 
-	seq_printf(m, "spw-group-id:\t%llu\nspw-member:\t%u\n", r->group->id, r->idx);
+	seq_printf(m, "spw-group-id:\t%llu\nspw-member:\t%u\nspw-owner:\t%u\n",
+		   r->group->id, r->idx,
+		   READ_ONCE(r->owner) ? READ_ONCE(r->owner_id) : 0);
 }
 
 static const struct file_operations spw_ring_fops = {
 	.owner		= THIS_MODULE,
 	.show_fdinfo	= spw_ring_show_fdinfo,
 	.release	= spw_ring_release,
+	.flush		= spw_ring_flush,
 	.unlocked_ioctl	= spw_ring_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 	.mmap		= spw_ring_mmap,

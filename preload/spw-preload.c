@@ -1119,8 +1119,17 @@ static int ring_accept(struct pl_lsn *e, struct sockaddr *addr, socklen_t *len, 
 			 */
 			ret = spw_enter_max(&r->ring, 1, 0, NULL);
 			entered = true;
+			/*
+			 * EBUSY: the member's previous consumer died holding CQEs
+			 * and the kernel has not discarded them yet (its lock went
+			 * with its group fd, before its ring fd closed): nothing
+			 * for us yet, as EAGAIN. EMFILE and the like: the
+			 * connections waiting for this ring go to siblings.
+			 */
+			if (ret == -EBUSY)
+				ret = -EAGAIN;
 			if (ret < 0)
-				err = -ret;	/* e.g. EMFILE: the connection keeps its place */
+				err = -ret;
 			continue;
 		}
 		if (err)
@@ -1136,6 +1145,13 @@ static int ring_accept(struct pl_lsn *e, struct sockaddr *addr, socklen_t *len, 
 		ret = spw_enter_max(&r->ring, 1, 1, NULL);
 		pthread_mutex_lock(&pl.lock);
 		r->fl.sleepers--;
+		if (ret == -EBUSY) {
+			/* as above: the previous consumer's CQEs go soon */
+			pthread_mutex_unlock(&pl.lock);
+			usleep(1000);
+			pthread_mutex_lock(&pl.lock);
+			continue;
+		}
 		if (ret < 0)
 			err = -ret;	/* EINTR: a signal without SA_RESTART, as accept() */
 		/* @e may be gone now; @r tells (dead) */

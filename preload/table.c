@@ -97,13 +97,10 @@ int spw_pl_regs_del(struct spw_pl_regs *regs, int epfd)
 
 int spw_pl_accept_flags(int flags, unsigned *spw_flags)
 {
-	/* the uapi promises the same bits; a build that disagreed would fail here */
-	_Static_assert(SPW_ACCEPT_NONBLOCK == SOCK_NONBLOCK, "SPW_ACCEPT_NONBLOCK");
-	_Static_assert(SPW_ACCEPT_CLOEXEC == SOCK_CLOEXEC, "SPW_ACCEPT_CLOEXEC");
-
 	if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
 		return -EINVAL;
-	*spw_flags = (unsigned)flags;
+	*spw_flags = (flags & SOCK_NONBLOCK ? SPW_ACCEPT_NONBLOCK : 0) |
+		     (flags & SOCK_CLOEXEC ? SPW_ACCEPT_CLOEXEC : 0);
 	return 0;
 }
 

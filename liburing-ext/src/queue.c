@@ -19,6 +19,7 @@ int spw_enter_max(struct spw_ring *ring, unsigned max, unsigned wait_nr,
 		  const struct __kernel_timespec *ts)
 {
 	struct spw_enter args;
+	int ret;
 
 	memset(&args, 0, sizeof(args));
 	args.min_complete = wait_nr;
@@ -38,7 +39,14 @@ int spw_enter_max(struct spw_ring *ring, unsigned max, unsigned wait_nr,
 		else
 			args.timeout_ns = ts->tv_sec * 1000000000LL + ts->tv_nsec;
 	}
-	return __spw_ioctl(ring->ring_fd, SPW_IOC_ENTER, &args);
+	args.owner = ring->owner;
+	ret = __spw_ioctl(ring->ring_fd, SPW_IOC_ENTER, &args);
+	/*
+	 * The kernel writes our owner id when it changed (our first enter,
+	 * also one that then timed out); otherwise args.owner is ours still.
+	 */
+	ring->owner = args.owner;
+	return ret;
 }
 
 int spw_wait_cqes(struct spw_ring *ring, struct spw_cqe **cqe_ptr,

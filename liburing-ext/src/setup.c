@@ -4,6 +4,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -12,19 +14,26 @@
 #include "spillway.h"
 #include "syscall.h"
 
+static int spw_params_check(const struct spw_group_params *p)
+{
+	unsigned i;
+
+	for (i = 0; i < sizeof(p->resv) / sizeof(p->resv[0]); i++)
+		if (p->resv[i])
+			return -EINVAL;
+	return 0;
+}
+
 /* The kernel's create arguments from the library's parameters. */
 static int spw_params_fill(struct spw_group_create *args,
 			   const struct spw_group_params *p)
 {
-	unsigned i;
-
 	memset(args, 0, sizeof(*args));
 	args->ring_entries = SPW_DEFAULT_RING_ENTRIES;
 	if (!p)
 		return 0;
-	for (i = 0; i < sizeof(p->resv) / sizeof(p->resv[0]); i++)
-		if (p->resv[i])
-			return -EINVAL;
+	if (spw_params_check(p))
+		return -EINVAL;
 	if (p->ring_entries)
 		args->ring_entries = p->ring_entries;
 	args->flags = p->flags;
@@ -61,21 +70,106 @@ int spw_group_create(const int *listen_fds, unsigned nr,
 	return spw_ctl_ioctl(SPW_IOC_GROUP_CREATE, &args);
 }
 
+static void spw_close_all(int *fds, unsigned nr)
+{
+	unsigned i;
+
+	for (i = 0; i < nr; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/*
+ * One SO_REUSEPORT listener of the set, bound (not listening yet) to
+ * @addr; the first one's port, when @addr asks for port 0, becomes the
+ * port of all. Returns the fd or -errno.
+ */
+static int spw_listener_bind(struct sockaddr_storage *addr, socklen_t addrlen)
+{
+	int one = 1, fd, ret;
+
+	fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    bind(fd, (struct sockaddr *)addr, addrlen))
+		goto err;
+	if (((struct sockaddr_in *)addr)->sin_port == 0) {
+		struct sockaddr_storage got;
+		socklen_t len = sizeof(got);
+
+		if (getsockname(fd, (struct sockaddr *)&got, &len))
+			goto err;
+		/* sin_port and sin6_port are at the same offset */
+		((struct sockaddr_in *)addr)->sin_port = ((struct sockaddr_in *)&got)->sin_port;
+	}
+	return fd;
+err:
+	ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/*
+ * The listeners are made by the caller's own syscalls, so every check a
+ * server's own socket()/bind()/listen() gets applies (capabilities for a
+ * low port, a security module's bind and listen rules, RLIMIT_NOFILE).
+ * All are bound before any listens: a socket takes connections only once
+ * it listens, so a failure up to there disturbs no client of a port
+ * other processes share. listen() itself fails only for memory once the
+ * first one succeeded (the kernel's reuseport group grows past 128
+ * sockets); then the ones already listening close, and their few
+ * connections are reset, or migrate with net.ipv4.tcp_migrate_req.
+ */
 int spw_group_listen(const struct sockaddr *addr, socklen_t addrlen,
 		     unsigned nr, int backlog, const struct spw_group_params *p)
 {
-	struct spw_group_listen args;
-	int ret;
+	struct spw_group_params params = { 0 };
+	struct sockaddr_storage ss;
+	unsigned i;
+	int *fds, ret;
 
-	memset(&args, 0, sizeof(args));
-	ret = spw_params_fill(&args.params, p);
+	if (p)
+		params = *p;
+	if (!addr)
+		return -EFAULT;
+	if (addrlen < sizeof(struct sockaddr_in) || addrlen > sizeof(ss))
+		return -EINVAL;
+	if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	if (!nr)
+		return -EINVAL;
+	if (nr > SPW_MAX_MEMBERS)
+		return -E2BIG;
+	ret = spw_params_check(&params);
 	if (ret)
 		return ret;
-	args.addr = (unsigned long)addr;
-	args.addrlen = addrlen;
-	args.nr = nr;
-	args.backlog = backlog;
-	return spw_ctl_ioctl(SPW_IOC_GROUP_LISTEN, &args);
+	fds = malloc(nr * sizeof(*fds));
+	if (!fds)
+		return -ENOMEM;
+	for (i = 0; i < nr; i++)
+		fds[i] = -1;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, addr, addrlen);
+	for (i = 0; i < nr; i++) {
+		ret = spw_listener_bind(&ss, addrlen);
+		if (ret < 0)
+			goto out;
+		fds[i] = ret;
+	}
+	for (i = 0; i < nr; i++) {
+		if (listen(fds[i], backlog)) {
+			ret = -errno;
+			goto out;
+		}
+	}
+	params.flags |= SPW_GROUP_F_SHARE_LISTENERS;
+	ret = spw_group_create(fds, nr, &params);
+out:
+	/* the group holds its own references: ours go either way */
+	spw_close_all(fds, nr);
+	free(fds);
+	return ret;
 }
 
 int spw_member_listener(int group_fd, unsigned member)
@@ -137,6 +231,8 @@ int spw_ring_init(struct spw_ring *ring, int ring_fd)
 	ring->khead = &hdr->head;
 	ring->ktail = &hdr->tail;
 	ring->kflags = &hdr->flags;
+	ring->kowner = &hdr->owner;
+	ring->owner = 0;	/* until our first enter */
 	ring->cqes = (struct spw_cqe *)((char *)map + cqes_off);
 	ring->ring_entries = entries;
 	ring->ring_mask = hdr->ring_mask;
@@ -158,5 +254,9 @@ void spw_ring_exit(struct spw_ring *ring)
 
 void spw_ring_set_accept_flags(struct spw_ring *ring, unsigned flags)
 {
-	ring->accept_flags = flags & (SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC);
+	ring->accept_flags = flags & SPW_ACCEPT_ALL;
+	if (flags & SOCK_NONBLOCK)
+		ring->accept_flags |= SPW_ACCEPT_NONBLOCK;
+	if (flags & SOCK_CLOEXEC)
+		ring->accept_flags |= SPW_ACCEPT_CLOEXEC;
 }

@@ -42,7 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <linux/spillway.h>
+#include "spillway.h"
 #include "loopback.h"
 
 #define MAX_PROCS	32
@@ -409,7 +409,8 @@ static void op_group_create(void)
 	a.nr_fds = n;
 	a.ring_entries = chance(85) ? entries[rnd(10)] :
 			 chance(50) ? entries[10 + rnd(2)] : rnd_u32();
-	a.flags = chance(90) ? (chance(50) ? SPW_GROUP_F_CLOEXEC : 0) : rnd_u32();
+	a.flags = chance(90) ? (chance(50) ? SPW_GROUP_F_CLOEXEC : 0) |
+			       (chance(30) ? SPW_GROUP_F_SHARE_LISTENERS : 0) : rnd_u32();
 	switch (rnd(6)) {
 	case 0: a.stall_ms = SPW_STALL_OFF; break;
 	case 1: a.stall_ms = rnd_u32(); break;
@@ -579,6 +580,10 @@ static void op_enter(void)
 	default: a.max_post = 0; break;
 	}
 	a.timeout_ns = rnd_timeout();
+	/* mostly a stale or foreign owner id, as a process that forked has */
+	a.owner = chance(80) ? 0 : rnd(8);
+	if (chance(5))
+		a.resv = rnd_u32();
 	/*
 	 * Never wait unbounded: a wait needs the timeout flag. (Huge
 	 * timeouts only where nothing waits: min_complete 0.)
@@ -879,43 +884,45 @@ static void op_consume(void)
 			 __ATOMIC_RELEASE);
 }
 
-/* The module makes the listeners: random sizes, policies, bad addresses. */
+/*
+ * spw_group_listen(): the library makes the listeners and registers them
+ * as a group that owns them (SPW_GROUP_F_SHARE_LISTENERS): random sizes,
+ * policies, ports in use, bad arguments.
+ */
 static void op_group_listen(void)
 {
-	struct spw_group_listen a = { 0 };
+	struct spw_group_params p = { 0 };
 	struct sockaddr_storage ss;
 	int family = chance(70) ? AF_INET : AF_INET6;
 	struct obj *o = obj_pick(K_LISTENER);
+	unsigned nr = 1 + rnd(4);
 	uint16_t port = 0;
-	int ctl = ctl_fd(), ret;
+	socklen_t len;
+	int ret;
 
 	if (o && o->kind == K_LISTENER && o->family == family && chance(30))
 		port = o->port;		/* mostly EADDRINUSE, sometimes a reuseport join */
-	a.addrlen = t_loopback(family, port, &ss);
-	a.addr = (uintptr_t)&ss;
-	a.nr = 1 + rnd(4);
-	a.backlog = rnd_backlog();
-	a.params.ring_entries = 1u << rnd(7);
-	a.params.policy = rnd(SPW_POLICY_MAX + 1);
-	a.params.spill_at = chance(30) ? rnd(a.params.ring_entries + 1) : 0;
-	a.params.stall_ms = chance(50) ? 0 : 1 + rnd(50);
-	a.params.flags = chance(50) ? SPW_GROUP_F_CLOEXEC : 0;
+	len = t_loopback(family, port, &ss);
+	p.ring_entries = 1u << rnd(7);
+	p.policy = rnd(SPW_POLICY_MAX + 1);
+	p.spill_at = chance(30) ? rnd(p.ring_entries + 1) : 0;
+	p.stall_ms = chance(50) ? 0 : 1 + rnd(50);
+	p.flags = chance(50) ? SPW_GROUP_F_CLOEXEC : 0;
 	if (chance(15)) {
-		switch (rnd(6)) {
-		case 0: a.addrlen = rnd(200); break;
-		case 1: a.addr = chance(50) ? 8 : 0xffffffffffff0000ULL; break;
-		case 2: a.nr = rnd_u32(); break;
-		case 3: a.params.policy = rnd_u32(); break;
-		case 4: a.params.nr_fds = 1 + rnd(4); break;
+		switch (rnd(5)) {
+		case 0: len = rnd(200); break;
+		case 1: nr = rnd_u32(); break;
+		case 2: p.policy = rnd_u32(); break;
+		case 3: p.flags = rnd_u32(); break;
 		default: ((struct sockaddr *)&ss)->sa_family = rnd(64); break;
 		}
 	}
-	ret = ioctl(ctl, SPW_IOC_GROUP_LISTEN, chance(2) ? (void *)16 : &a);
+	ret = spw_group_listen((struct sockaddr *)&ss, len, nr, rnd_backlog(), &p);
 	if (ret >= 0) {
 		obj_add(ret, K_GROUP);
 		op_ok = true;
 		if (chance(60)) {
-			struct obj *r = ring_open_on(ret, rnd(a.nr));
+			struct obj *r = ring_open_on(ret, rnd(nr));
 
 			if (r && chance(80))
 				mmap_obj(r);

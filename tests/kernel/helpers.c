@@ -2,10 +2,12 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <sched.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -30,6 +32,77 @@ bool t_debug_kernel(void)
 
 	/* CONFIG_LOCALVERSION of tests/vm/debug-kernel.config */
 	return uname(&u) == 0 && strstr(u.release, "-spw-debug") != NULL;
+}
+
+bool t_write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
+	close(fd);
+	cr_assert(ok, "write %s to %s: %s", val, path, strerror(errno));
+	return true;
+}
+
+bool t_lock_stat_reset(void)
+{
+	if (access("/proc/lock_stat", W_OK))
+		return false;
+	t_write_file("/proc/sys/kernel/lock_stat", "1");
+	return t_write_file("/proc/lock_stat", "0");
+}
+
+/*
+ * One class's line of /proc/lock_stat: "%40s:" and then con-bounces,
+ * contentions, waittime min/max/total/avg, acq-bounces, acquisitions,
+ * holdtime min/max/total/avg (kernel/locking/lockdep_proc.c). Sums
+ * column @col over every class called @name (one per subclass or
+ * version); -1 when there is none.
+ */
+static double t_lock_stat_col(const char *name, unsigned col, bool max)
+{
+	FILE *f = fopen("/proc/lock_stat", "r");
+	char line[512];
+	double sum = -1;
+
+	cr_assert_not_null(f, "/proc/lock_stat: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		char *colon = strchr(line, ':'), *p = line, *end;
+		double v[12];
+		unsigned n = 0;
+
+		if (!colon)
+			continue;
+		while (*p == ' ')
+			p++;
+		if ((size_t)(colon - p) != strlen(name) || strncmp(p, name, colon - p))
+			continue;
+		for (p = colon + 1; n < 12; n++, p = end) {
+			v[n] = strtod(p, &end);
+			if (end == p)
+				break;
+		}
+		if (n <= col)
+			continue;
+		if (sum < 0)
+			sum = 0;
+		sum = max ? (v[col] > sum ? v[col] : sum) : sum + v[col];
+	}
+	fclose(f);
+	return sum;
+}
+
+long t_lock_acquisitions(const char *name)
+{
+	return (long)t_lock_stat_col(name, 7, false);
+}
+
+double t_lock_holdtime_max(const char *name)
+{
+	return t_lock_stat_col(name, 9, true);
 }
 
 int t_listener(int family, uint16_t port, bool reuseport, int backlog)

@@ -57,5 +57,17 @@ void t_private_netns(void);
 long t_now_ms(void);
 /* Running on one of our debug kernels (tests/vm/build-debug-kernel)? */
 bool t_debug_kernel(void);
+/*
+ * Lock statistics (CONFIG_LOCK_STAT, the debug kernels): t_lock_stat_reset()
+ * switches collection on and clears it (false: no /proc/lock_stat);
+ * t_lock_acquisitions() sums the acquisitions of lock class @name (e.g.
+ * "&g->lock", the group lock) since, t_lock_holdtime_max() the longest
+ * hold in microseconds.
+ */
+bool t_lock_stat_reset(void);
+long t_lock_acquisitions(const char *name);
+double t_lock_holdtime_max(const char *name);
+/* Write @val to the file at @path (sysfs, procfs, debugfs); false if absent. */
+bool t_write_file(const char *path, const char *val);
 
 #endif

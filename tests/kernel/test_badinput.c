@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -189,7 +190,7 @@ Test(badinput, ring_open_and_enter_reject_malformed_requests)
 	e.timeout_ns = -1;
 	cr_expect_eq(ioctl(rfd, SPW_IOC_ENTER, &e), -1);
 	cr_expect_eq(errno, EINVAL);
-	e = (struct spw_enter){ .accept_flags = 1 };
+	e = (struct spw_enter){ .accept_flags = SPW_ACCEPT_ALL + 1 };
 	cr_expect_eq(ioctl(rfd, SPW_IOC_ENTER, &e), -1);
 	cr_expect_eq(errno, EINVAL);
 	/* wrong object, unknown command */
@@ -197,7 +198,7 @@ Test(badinput, ring_open_and_enter_reject_malformed_requests)
 	cr_expect_eq(errno, ENOTTY);
 	cr_expect_eq(ioctl(rfd, SPW_IOC_RING_OPEN, &o), -1);
 	cr_expect_eq(errno, ENOTTY);
-	cr_expect_eq(ioctl(rfd, _IO(0xB7, 99)), -1);
+	cr_expect_eq(ioctl(rfd, _IO(SPW_IOC_MAGIC, 99)), -1);
 	cr_expect_eq(errno, ENOTTY);
 	/* mmap beyond the ring or at an offset */
 	cr_expect_eq(mmap(NULL, 1 << 20, PROT_READ, MAP_SHARED, rfd, 0), MAP_FAILED);
@@ -264,4 +265,84 @@ Test(badinput, garbage_in_the_shared_ring_loses_nothing, .timeout = 60)
 		close(lfd[i]);
 	}
 	close(gfd);
+}
+
+/* Member 1's stats, after waiting for @pending tokens on it. */
+static struct spw_member_stats member1_after(int gfd, unsigned pending)
+{
+	struct spw_member_stats ms[2];
+
+	for (long end = t_now_ms() + 5000; t_now_ms() < end; usleep(5000)) {
+		cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+		if (ms[1].pending == pending)
+			break;
+	}
+	return ms[1];
+}
+
+/*
+ * A RING_OPEN that fails changes nothing. Two connections wait on member
+ * 1's ring, which nobody has opened yet (they wait there for its worker).
+ * An open that fails at the copy of its results (a read-only argument),
+ * or for want of an fd (RLIMIT_NOFILE), used to have activated the ring
+ * already: its undo then closed the ring and moved the two connections
+ * on. Now the ring is still NEW, with both, and none was moved or reset.
+ */
+Test(badinput, a_failed_ring_open_changes_nothing, .timeout = 60)
+{
+	int lfd[2], cfd[2], gfd, rfd;
+	struct spw_member_stats m1;
+	struct spw_ring_open *ro;
+	struct rlimit rl, low;
+
+	t_listeners(lfd, 2, false, 16);
+	gfd = t_group(lfd, 2, 8);
+	for (unsigned i = 0; i < 2; i++)
+		cfd[i] = t_connect_id(t_port(lfd[1]), i);
+	m1 = member1_after(gfd, 2);
+	cr_assert_eq(m1.state, (unsigned)SPW_MEMBER_NEW);
+
+	/* readable, not writable: the copy back to user space fails */
+	ro = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(ro, MAP_FAILED);
+	ro->member = 1;
+	cr_assert_eq(mprotect(ro, 4096, PROT_READ), 0);
+	cr_expect_eq(ioctl(gfd, SPW_IOC_RING_OPEN, ro), -1);
+	cr_expect_eq(errno, EFAULT);
+	m1 = member1_after(gfd, 2);
+	cr_expect_eq(m1.state, (unsigned)SPW_MEMBER_NEW, "state %u after a failed open", m1.state);
+	cr_expect_eq(m1.pending, 2u);
+	cr_expect_eq(m1.rehomed + m1.dropped, 0u, "%llu moved, %llu reset",
+		     (unsigned long long)m1.rehomed, (unsigned long long)m1.dropped);
+
+	/* no fd left for the ring */
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	rfd = dup(0);
+	cr_assert_geq(rfd, 0);
+	close(rfd);
+	low = rl;
+	low.rlim_cur = rfd;	/* the lowest free fd: no new fd at all */
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	rfd = spw_ring_open(gfd, 1);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	cr_expect_eq(rfd, -EMFILE);
+	m1 = member1_after(gfd, 2);
+	cr_expect_eq(m1.state, (unsigned)SPW_MEMBER_NEW, "state %u after a failed open", m1.state);
+	cr_expect_eq(m1.pending, 2u);
+	cr_expect_eq(m1.rehomed + m1.dropped, 0u);
+
+	/* and a real open finds both */
+	{
+		struct spw_ring r;
+
+		t_ring(&r, gfd, 1);
+		cr_expect_eq(t_reap(&r, 2, 3000, NULL), 2u);
+		spw_ring_exit(&r);
+	}
+	munmap(ro, 4096);
+	for (unsigned i = 0; i < 2; i++)
+		close(cfd[i]);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
 }

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_faults: every allocation of group create and ring open fails in
- * turn (fault injection: /proc/thread-self/fail-nth with failslab and
+ * test_faults: every allocation of group create, ring open and enter fails
+ * in turn (fault injection: /proc/thread-self/fail-nth with failslab and
  * fail_page_alloc, as syzkaller does), and each failure returns a clean
- * -ENOMEM with nothing leaked (run-checked: live_groups back to 0) and no
- * kernel report (the vm runner). Before the fix, a failure half-way
- * through group allocation freed arrays that did not exist: a NULL
- * dereference.
+ * error with nothing leaked (run-checked: live_groups back to 0), no
+ * connection lost and no kernel report (the vm runner). Before the fix, a
+ * failure half-way through group allocation freed arrays that did not
+ * exist: a NULL dereference.
  *
  * Needs CONFIG_FAULT_INJECTION (the debug kernels); skipped elsewhere.
  */
@@ -109,5 +109,62 @@ Test(faults, every_create_and_open_allocation_fails_cleanly, .timeout = 300)
 		close(lfd[i]);
 	}
 	close(gfd);
+	close(fd);
+}
+
+/*
+ * Every allocation of an enter fails in turn, with one connection waiting
+ * for the ring. A failure may end that enter with an error, but it must
+ * not cost the connection: the next enter hands it over. The socket's
+ * file used to be allocated after the connection was taken off the
+ * listener's queue, and when that failed the connection was closed (a
+ * FIN, not even a reset) and counted as dropped. Now everything that can
+ * fail comes before the accept, as in accept4().
+ */
+Test(faults, every_enter_allocation_fails_cleanly, .timeout = 300)
+{
+	int fd = fail_nth_fd();
+	int lfd = t_listener(AF_INET, 0, false, 16);
+	int gfd = t_group(&lfd, 1, 8), injected = 0;
+	struct spw_ring ring;
+
+	t_ring(&ring, gfd, 0);
+	for (int nth = 1; nth < 200; nth++) {
+		int cfd = t_connect_id(t_port(lfd), (uint32_t)nth), ret;
+		struct spw_member_stats ms;
+		struct spw_cqe cqe = { .fd = -1 };
+		bool fired;
+
+		/* the connection waits for the ring */
+		for (long end = t_now_ms() + 5000; t_now_ms() < end; usleep(2000)) {
+			cr_assert_eq(spw_group_stats(gfd, &ms, 1), 1);
+			if (ms.pending == 1)
+				break;
+		}
+		cr_assert_eq(ms.pending, 1u);
+		fail_nth(fd, nth);
+		ret = spw_enter(&ring, 0, NULL);
+		fired = fail_nth_fired(fd);
+		if (ret < 0)
+			cr_expect(ret == -ENOMEM || ret == -EMFILE || ret == -ENFILE,
+				  "fault %d: enter returned %d", nth, ret);
+		/* whatever failed, the connection is there to take */
+		cr_expect_eq(t_reap(&ring, 1, 3000, &cqe), 1u,
+			     "fault %d: the connection is lost (enter returned %d)", nth, ret);
+		if (cqe.fd > 0) {
+			cr_expect_eq(t_read_id(cqe.fd), (uint32_t)nth);
+			close(cqe.fd);
+		}
+		close(cfd);
+		cr_assert_eq(spw_group_stats(gfd, &ms, 1), 1);
+		cr_expect_eq(ms.dropped, 0u, "fault %d: a connection was dropped", nth);
+		if (!fired)
+			break;	/* every allocation of an enter has failed once */
+		injected++;
+	}
+	cr_expect_gt(injected, 2, "only %d faults injected", injected);
+	spw_ring_exit(&ring);
+	close(gfd);
+	close(lfd);
 	close(fd);
 }

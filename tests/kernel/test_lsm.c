@@ -13,7 +13,9 @@
  *     may create a group, open a ring and enter it; a denied create
  *     disturbs no client queued on the listener;
  *   - the socket_accept check does not run for a hand-over (the hook is not
- *     exported to modules): the policy must govern the ring files instead.
+ *     exported to modules): the policy must govern the ring files instead;
+ *   - spw_group_listen() binds as the caller's bind() does: a port the
+ *     policy forbids (name_bind) cannot be had through it.
  * Children change domain by writing /proc/thread-self/attr/current; every
  * process starts as kernel_t (the policy loads after boot).
  */
@@ -338,4 +340,42 @@ Test(gaps, socket_accept_check_does_not_run_for_a_hand_over, .timeout = 30)
 	cr_expect_eq(s->got, 1, "no hand-over to worker_t");
 	close(pfd);
 	close(lfd);
+}
+
+/*
+ * spw_group_listen() binds the port as the caller's own bind() would, so
+ * a policy that forbids a domain to bind port 4444 (SELinux name_bind)
+ * keeps it from getting a group of listeners on 4444. The module used to
+ * bind inside GROUP_LISTEN (kernel_bind(), where security_socket_bind()
+ * does not run) and made a confined domain the listeners its policy
+ * forbids. A port the domain may bind still works, and kernel_t may bind
+ * 4444.
+ */
+Test(listen, binding_a_port_the_policy_forbids_fails, .timeout = 30)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(4444),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct seen *s = shared_seen();
+	pid_t pid;
+	int gfd;
+
+	pid = fork();
+	if (!pid) {
+		struct sockaddr_in other = sin;
+
+		if (set_attr("current", CTX_WORKER))
+			_exit(1);
+		s->err[0] = spw_group_listen((void *)&sin, sizeof(sin), 2, 8, NULL);
+		other.sin_port = htons(4445);
+		s->err[1] = spw_group_listen((void *)&other, sizeof(other), 2, 8, NULL);
+		s->step = 1;
+		_exit(0);
+	}
+	wait_child(pid, s);
+	cr_expect_eq(s->err[0], -EACCES, "worker_t got listeners on port 4444: %d", s->err[0]);
+	cr_expect_geq(s->err[1], 0, "worker_t on port 4445: %s", strerror(-s->err[1]));
+	gfd = spw_group_listen((void *)&sin, sizeof(sin), 2, 8, NULL);
+	cr_expect_geq(gfd, 0, "kernel_t on port 4444: %s", strerror(-gfd));
+	if (gfd >= 0)
+		close(gfd);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_policy (guest): kernel-made listeners (claim 17), members on
+ * test_policy (guest): listeners made for the caller (claim 17), members on
  * different addresses (claim 6), each placement policy's defining choice,
  * and consumers that wait in poll/epoll counting as responsive. Real TCP
  * connections on loopback; each test says what it would catch.
@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,7 +53,7 @@ static void pin(int cpu)
 	cr_assert_eq(sched_setaffinity(0, sizeof(set), &set), 0);
 }
 
-/* Claim 17: the kernel makes the listeners; port 0 picks one for all. */
+/* Claim 17: the listeners are made for us; port 0 picks one for all. */
 static void group_listen_family(int family)
 {
 	struct sockaddr_storage ss = { 0 }, got;
@@ -182,6 +183,95 @@ Test(listen, member_listener_outlives_the_group)
 	close(afd);
 	close(cfd);
 	close(lfd);
+}
+
+/*
+ * Holding the group fd is not holding its listeners. A worker that was
+ * given only the group fd and dropped its privileges must not get the
+ * master's listener back (it could shut the port down, steer it with a
+ * reuseport BPF program, or accept() from it): only a caller that could
+ * have registered the socket (its owner, or CAP_NET_ADMIN) may.
+ */
+Test(listen, a_member_listener_needs_the_listeners_owner)
+{
+	struct sockaddr_in sin = v4("127.0.0.1", 0);
+	int gfd = spw_group_listen((void *)&sin, sizeof(sin), 2, 8, NULL);
+	pid_t pid;
+	int st, lfd;
+
+	cr_assert_geq(gfd, 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		int fd;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(3);
+		fd = spw_member_listener(gfd, 0);
+		_exit(fd == -EPERM ? 0 : fd >= 0 ? 1 : 2);
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "an unprivileged holder of the group fd got the listener (status %#x)", st);
+	lfd = spw_member_listener(gfd, 0);
+	cr_expect_geq(lfd, 0, "the owner: %s", strerror(-lfd));
+	close(lfd);
+	close(gfd);
+}
+
+/*
+ * A group of listeners the caller made and kept hands none out: whoever
+ * created it holds them already, and nobody else needs them.
+ */
+Test(listen, a_group_of_the_callers_listeners_hands_none_out)
+{
+	int lfd = t_listener(AF_INET, 0, false, 8);
+	int gfd = t_group(&lfd, 1, 4);
+
+	cr_expect_eq(spw_member_listener(gfd, 0), -EOPNOTSUPP);
+	close(gfd);
+	close(lfd);
+}
+
+/*
+ * spw_group_listen() makes its sockets as the caller's own socket() and
+ * bind() would: they count against RLIMIT_NOFILE (the module made them
+ * outside any limit). And a call that fails changes nothing: another
+ * listener already on the port (SO_REUSEPORT, same owner) keeps every
+ * connection, as none of ours ever listened.
+ */
+Test(listen, the_listeners_count_against_rlimit_nofile, .timeout = 60)
+{
+	struct sockaddr_in sin = v4("127.0.0.1", 0);
+	int other = t_listener(AF_INET, 0, true, 64), fd, gfd, got = 0;
+	struct rlimit rl, low;
+
+	sin.sin_port = htons(t_port(other));
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	fd = dup(0);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	low = rl;
+	low.rlim_cur = fd + 2;	/* room for two sockets, not four */
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	gfd = spw_group_listen((void *)&sin, sizeof(sin), 4, 8, NULL);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	cr_expect_eq(gfd, -EMFILE, "four listeners with room for two fds: %d", gfd);
+	if (gfd >= 0)
+		close(gfd);
+	/* every connection to the port reaches the listener that was there */
+	for (unsigned i = 0; i < 16; i++) {
+		int cfd = t_connect(AF_INET, t_port(other)), afd;
+
+		if (poll(&(struct pollfd){ .fd = other, .events = POLLIN }, 1, 2000) == 1 &&
+		    (afd = accept(other, NULL, NULL)) >= 0) {
+			got++;
+			close(afd);
+		}
+		close(cfd);
+	}
+	cr_expect_eq(got, 16, "%d of 16 reached the port's listener", got);
+	close(other);
 }
 
 /*

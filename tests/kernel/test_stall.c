@@ -186,3 +186,81 @@ Test(stall, stall_time_is_validated)
 	cr_expect_eq(spw_group_create(&lfd, 1, &p), -EINVAL);
 	close(lfd);
 }
+
+/*
+ * SPW_STALL_OFF, and a member whose ring nobody ever opens. A ring that
+ * was never opened has no consumer, but counted as live and responsive:
+ * P2C and LEAST sent the other member's connections to it (it was the
+ * least loaded), and with stall detection off nothing ever took them.
+ * Now it takes a sibling's work only when no ring with a consumer can:
+ * every connection of member 0 reaches member 0's consumer.
+ */
+static void no_sibling_work_for_a_ring_nobody_opened(unsigned policy)
+{
+	int lfd[2], cfd[2 * CONNS], gfd;
+	struct spw_member_stats ms[2];
+	struct spw_ring own;
+	unsigned got;
+
+	t_listeners(lfd, 2, false, 16);
+	gfd = t_group_policy(lfd, 2, 16, SPW_STALL_OFF, policy, 0);
+	t_ring(&own, gfd, 0);
+	for (unsigned i = 0; i < 2 * CONNS; i++)
+		cfd[i] = t_connect_id(t_port(lfd[0]), i);
+	got = t_reap(&own, 2 * CONNS, 3000, NULL);
+	cr_expect_eq(got, 2u * CONNS, "%u of %u reached the only consumer", got, 2 * CONNS);
+	cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+	cr_expect_eq(ms[1].pending, 0u, "%u wait on the ring nobody opened", ms[1].pending);
+	cr_expect_eq(ms[1].state, (unsigned)SPW_MEMBER_NEW);
+	for (unsigned i = 0; i < 2 * CONNS; i++)
+		close(cfd[i]);
+	spw_ring_exit(&own);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
+}
+
+Test(stall, stall_off_p2c_strands_nothing_on_a_ring_nobody_opened, .timeout = 60)
+{
+	no_sibling_work_for_a_ring_nobody_opened(SPW_POLICY_P2C);
+}
+
+Test(stall, stall_off_least_strands_nothing_on_a_ring_nobody_opened, .timeout = 60)
+{
+	no_sibling_work_for_a_ring_nobody_opened(SPW_POLICY_LEAST);
+}
+
+/*
+ * A sibling takes every connection waiting behind a stopped consumer:
+ * the stalled ring's header must stop saying that work waits for an
+ * enter there (SPW_RING_F_WORK_PENDING), as it does when the ring's own
+ * consumer takes them. The steal left the flag set.
+ */
+Test(stall, a_ring_robbed_of_its_work_shows_none_pending, .timeout = 60)
+{
+	int lfd[2], cfd[CONNS], gfd;
+	struct spw_ring stuck, idle;
+	unsigned got;
+
+	t_listeners(lfd, 2, false, 16);
+	gfd = t_group_stall(lfd, 2, 16, 20);
+	t_ring(&stuck, gfd, 0);		/* opened, never entered */
+	t_ring(&idle, gfd, 1);
+	for (unsigned i = 0; i < CONNS; i++)
+		cfd[i] = t_connect_id(t_port(lfd[0]), i);
+	for (long end = t_now_ms() + 2000; t_now_ms() < end; usleep(2000))
+		if (__atomic_load_n(stuck.kflags, __ATOMIC_ACQUIRE) & SPW_RING_F_WORK_PENDING)
+			break;
+	cr_assert(*stuck.kflags & SPW_RING_F_WORK_PENDING, "work never showed as pending");
+	got = t_reap(&idle, CONNS, 3000, NULL);
+	cr_assert_eq(got, (unsigned)CONNS, "the idle sibling took %u of %u", got, CONNS);
+	cr_expect_eq(__atomic_load_n(stuck.kflags, __ATOMIC_ACQUIRE) & SPW_RING_F_WORK_PENDING,
+		     0u, "the robbed ring still shows work pending");
+	for (unsigned i = 0; i < CONNS; i++)
+		close(cfd[i]);
+	spw_ring_exit(&stuck);
+	spw_ring_exit(&idle);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
+}

@@ -285,6 +285,81 @@ Test(stall, victim_is_the_stalled_ring_with_most_waiting)
 	cr_expect_eq(spw_pick_victim(rings, 4, 0, &never), -1, "stall detection off");
 }
 
+/*
+ * Tokens being handed over (in flight) are their consumer's: a victim is
+ * chosen by what can be stolen. A stalled ring whose tokens were all in
+ * flight used to be chosen, yield nothing, and be chosen again on every
+ * idle enter (an O(members) scan each time).
+ */
+Test(stall, tokens_in_flight_are_not_stealable)
+{
+	setup_rings(3, 8);
+	activity(0, 1000, 0);		/* the thief */
+	activity(1, 900, 0);
+	activity(2, 900, 0);
+	load(1, 5, 0);
+	rings[1].inflight = 5;		/* all five being handed over */
+	load(2, 2, 0);
+	cr_expect_eq(spw_pick_victim(rings, 3, 0, &at_1000), 2);
+	load(2, 0, 0);
+	cr_expect_eq(spw_pick_victim(rings, 3, 0, &at_1000), -1);
+	rings[1].inflight = 3;		/* two of them can be taken */
+	cr_expect_eq(spw_pick_victim(rings, 3, 0, &at_1000), 1);
+}
+
+/*
+ * A ring nobody holds (never opened, or vacant) has no consumer: it takes
+ * other members' work only when no ring with a consumer has room, with
+ * stall detection or without, and keeps its own member's connections
+ * while it has room (ORIGIN, P2C: as a plain listener's queue would). It
+ * used to count as responsive, so LEAST and P2C sent other members'
+ * connections to it as the least loaded and, with SPW_STALL_OFF, nothing
+ * ever served them.
+ */
+Test(stall, a_ring_nobody_holds_takes_no_siblings_work)
+{
+	setup_policy(3, 4, SPW_KIND_LEAST, 0);
+	activity(0, 0, 1);		/* both consumers asleep in enter */
+	activity(1, 0, 1);
+	rings[2].unattended = 1;
+	load(0, 2, 0);
+	load(1, 3, 0);
+	cr_expect_eq(pick(3, 0, &never), 0, "stall off: the empty unattended ring won");
+	cr_expect_eq(pick(3, 1, &at_1000), 0);
+	load(0, 4, 0);
+	load(1, 4, 0);
+	cr_expect_eq(pick(3, 0, &never), 2, "the last resort before a drop");
+	cr_expect_eq(pick(3, 1, &at_1000), 2);
+
+	setup_policy(3, 4, SPW_KIND_P2C, 0);
+	activity(0, 0, 1);
+	activity(1, 0, 1);
+	rings[2].unattended = 1;
+	for (unsigned i = 0; i < 8; i++) {
+		load(0, 1 + i % 3, 0);
+		cr_expect_neq(pick(3, 0, &never), 2, "P2C sent a sibling's work to it");
+	}
+	cr_expect_eq(pick(3, 2, &never), 2, "its own member's work stays while it has room");
+	load(2, 4, 0);
+	cr_expect_neq(pick(3, 2, &never), 2);
+}
+
+/*
+ * A ring whose consumer could not take a connection (no fd, no memory)
+ * has no room until the consumer is back: the policy sends work elsewhere,
+ * and drops nothing for its sake.
+ */
+Test(pick, a_refusing_ring_has_no_room)
+{
+	setup_rings(2, 8);
+	rings[0].refusing = 1;
+	cr_expect_eq(pick(2, 0, &never), 1);
+	load(1, 8, 0);
+	cr_expect_eq(pick(2, 0, &never), SPW_PICK_DROP);
+	rings[0].refusing = 0;
+	cr_expect_eq(pick(2, 0, &never), 0);
+}
+
 /* The policies' defining choices. */
 
 Test(policy, least_joins_the_shortest_queue_origin_on_ties)

@@ -29,6 +29,9 @@ static struct fake *fake_new(unsigned start)
 	f->ring.hdr = &f->hdr;
 	f->ring.khead = &f->hdr.head;
 	f->ring.ktail = &f->hdr.tail;
+	f->ring.kowner = &f->hdr.owner;
+	/* we entered once: the kernel gave our table owner id 1 */
+	f->hdr.owner = f->ring.owner = 1;
 	f->ring.cqes = f->cqes;
 	f->ring.ring_mask = 7;
 	f->ring.ring_entries = 8;
@@ -43,6 +46,39 @@ static void kpost(struct fake *f, int fd)
 
 	f->cqes[tail & 7] = (struct spw_cqe){ .fd = fd };
 	__atomic_store_n(&f->hdr.tail, tail + 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * CQEs installed in another process's file table are not ours: while the
+ * ring's owner id is not the one our enter got, the fast path shows none,
+ * and moves no head; once the kernel gives us the ring (our id), it shows
+ * what it posts to us.
+ */
+Test(fastpath, cqes_of_another_owner_are_invisible)
+{
+	struct fake *f = fake_new(0);
+	struct spw_cqe *cqe = (void *)1;
+	unsigned head, n = 0;
+
+	f->hdr.owner = 2;	/* a sibling process entered, and has CQEs */
+	kpost(f, 40);
+	kpost(f, 41);
+	cr_expect_eq(spw_peek_cqe(&f->ring, &cqe), -EAGAIN);
+	cr_expect_null(cqe);
+	cr_expect_eq(spw_cq_ready(&f->ring), 0);
+	spw_for_each_cqe(&f->ring, head, cqe)
+		n++;
+	cr_expect_eq(n, 0);
+	cr_expect_eq(f->hdr.head, 0u, "a non-owner moved the head");
+	/* it leaves; the kernel discards its CQEs and our enter claims */
+	f->hdr.head = f->hdr.tail;
+	f->hdr.owner = 3;
+	f->ring.owner = 3;
+	kpost(f, 7);
+	cr_expect_eq(spw_cq_ready(&f->ring), 1);
+	cr_assert_eq(spw_peek_cqe(&f->ring, &cqe), 0);
+	cr_expect_eq(cqe->fd, 7);
+	free(f);
 }
 
 Test(fastpath, empty_ring_peeks_eagain)

@@ -10,6 +10,13 @@
  *
  * Every function returns 0 or a positive value on success and -errno on
  * failure; errno is never the only channel.
+ *
+ * One consumer per ring at a time: a CQE's fd is a number in the file
+ * table of the process whose enter installed it. The kernel gives a ring's
+ * CQEs to the table that enters (spw_enter() fails with -EBUSY while
+ * another process has CQEs of it to consume) and discards what a process
+ * left when it closes its last fd of the ring or exits; the fast path
+ * below shows a process only the CQEs installed in its own table.
  */
 #ifndef SPILLWAY_H
 #define SPILLWAY_H
@@ -45,6 +52,8 @@ struct spw_ring {
 	unsigned *khead;	/* written by us, read by the kernel */
 	const unsigned *ktail;	/* written by the kernel */
 	const unsigned *kflags;
+	const unsigned *kowner;	/* written by the kernel: whose CQEs they are */
+	unsigned owner;		/* our id as the CQ's owner, from our last enter */
 	struct spw_ring_hdr *hdr;
 	struct spw_cqe *cqes;
 	void *map;
@@ -59,14 +68,22 @@ struct spw_ring {
 int spw_group_create(const int *listen_fds, unsigned nr,
 		     const struct spw_group_params *p);
 /*
- * The simplest start: the kernel makes @nr TCP listeners bound to @addr
- * with SO_REUSEPORT (port 0: one port chosen for all), as the caller, and
- * registers them as one group. Returns the group fd; fork workers, and
- * each opens its member's ring. @backlog is as for listen().
+ * The simplest start: @nr TCP listeners bound to @addr with SO_REUSEPORT
+ * (port 0: one port chosen for all), made with the caller's own socket(),
+ * bind() and listen() (every permission, security-module and fd-limit
+ * check applies), registered as one group that owns them
+ * (SPW_GROUP_F_SHARE_LISTENERS). Returns the group fd; fork workers, and
+ * each opens its member's ring. @backlog is as for listen(). All or
+ * nothing: no listener listens before every one is bound, so a failure
+ * disturbs no client of the port.
  */
 int spw_group_listen(const struct sockaddr *addr, socklen_t addrlen,
 		     unsigned nr, int backlog, const struct spw_group_params *p);
-/* A new fd for member @member's listener (getsockname(), options, accept()). */
+/*
+ * A new fd for member @member's listener (getsockname(), options,
+ * accept()), from a group that owns its listeners, for a caller that
+ * could have registered it (-EPERM otherwise).
+ */
 int spw_member_listener(int group_fd, unsigned member);
 /* Open the ring of member @member (index into the create list). */
 int spw_ring_open(int group_fd, unsigned member);
@@ -74,12 +91,19 @@ int spw_ring_open(int group_fd, unsigned member);
 int spw_ring_init(struct spw_ring *ring, int ring_fd);
 /* Unmap and close; CQEs not yet consumed keep their fds open. */
 void spw_ring_exit(struct spw_ring *ring);
-/* accept4() flags (SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC) for new fds. */
+/*
+ * Flags of the new fds: SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC, or
+ * accept4()'s SOCK_NONBLOCK | SOCK_CLOEXEC. Default: close-on-exec.
+ */
 void spw_ring_set_accept_flags(struct spw_ring *ring, unsigned flags);
 
 /*
  * Hand over every pending connection, then wait for @wait_nr CQEs in the
- * ring for at most @ts (NULL: forever). Returns the number ready.
+ * ring for at most @ts (NULL: forever). Returns the number ready; -ETIME
+ * when @ts passed with none, -EINTR when a signal came during a wait with
+ * @ts, -EBUSY when another process has CQEs of this ring to consume, and
+ * -EMFILE, -ENFILE or -ENOMEM when this one cannot take a connection now
+ * (those waiting for it then go to siblings that can).
  */
 int spw_enter(struct spw_ring *ring, unsigned wait_nr,
 	      const struct __kernel_timespec *ts);
@@ -125,11 +149,36 @@ int spw_cqe_served_addr(const struct spw_ring *ring, const struct spw_cqe *cqe,
 /* Pairs with the kernel's READ_ONCE of the head. */
 #define spw_smp_store_release(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
-/* Number of CQEs the kernel has posted and we have not consumed. */
+/*
+ * The CQEs posted to us and not consumed: [*@head, returned tail). They
+ * are ours when the ring's owner is us both before we read the head and
+ * after we read the tail: the kernel stores a new owner (release) after
+ * resetting the head and before the tail that publishes the new owner's
+ * CQEs. Otherwise there are none for us.
+ */
+static inline unsigned __spw_cq_snap(const struct spw_ring *ring, unsigned *head)
+{
+	unsigned tail;
+
+	/* pairs with the kernel's release of the owner */
+	if (__atomic_load_n(ring->kowner, __ATOMIC_ACQUIRE) != ring->owner) {
+		*head = *ring->khead;
+		return *head;
+	}
+	*head = *ring->khead;
+	/* pairs with the kernel's release of the tail */
+	tail = spw_smp_load_acquire(ring->ktail);
+	if (__atomic_load_n(ring->kowner, __ATOMIC_ACQUIRE) != ring->owner)
+		return *head;
+	return tail;
+}
+
+/* Number of CQEs the kernel has posted to us and we have not consumed. */
 static inline unsigned spw_cq_ready(const struct spw_ring *ring)
 {
-	/* pairs with the kernel's release of the tail */
-	return spw_smp_load_acquire(ring->ktail) - *ring->khead;
+	unsigned head, tail = __spw_cq_snap(ring, &head);
+
+	return tail - head;
 }
 
 /* Give @nr consumed CQEs back to the kernel. */
@@ -150,9 +199,9 @@ static inline void spw_cqe_seen(struct spw_ring *ring, struct spw_cqe *cqe)
 /* Oldest unconsumed CQE without a syscall; -EAGAIN when there is none. */
 static inline int spw_peek_cqe(struct spw_ring *ring, struct spw_cqe **cqe_ptr)
 {
-	unsigned head = *ring->khead;
+	unsigned head, tail = __spw_cq_snap(ring, &head);
 
-	if (spw_smp_load_acquire(ring->ktail) == head) {
+	if (tail == head) {
 		*cqe_ptr = NULL;
 		return -EAGAIN;
 	}
@@ -179,14 +228,14 @@ static inline int spw_wait_cqe_timeout(struct spw_ring *ring,
 }
 
 /*
- * Walk the ready CQEs without consuming them; follow with
- * spw_cq_advance(ring, count).
+ * Walk the CQEs ready when the walk starts without consuming them; follow
+ * with spw_cq_advance(ring, count). @head must be a plain variable.
  */
 #define spw_for_each_cqe(ring, head, cqe)					\
-	for (head = *(ring)->khead;						\
-	     (cqe = (head != spw_smp_load_acquire((ring)->ktail) ?		\
-		     &(ring)->cqes[head & (ring)->ring_mask] : NULL));	\
-	     head++)
+	for (unsigned __spw_tail_##head = __spw_cq_snap((ring), &(head));	\
+	     (cqe = ((head) != __spw_tail_##head ?				\
+		     &(ring)->cqes[(head) & (ring)->ring_mask] : NULL));	\
+	     (head)++)
 
 #ifdef __cplusplus
 }

@@ -6,12 +6,19 @@
  * space. The library (liburing-ext) includes it and redefines nothing.
  *
  * Objects:
- *   /dev/spillway      control device: SPW_IOC_GROUP_CREATE (listeners the
- *                      caller made) or SPW_IOC_GROUP_LISTEN (listeners the
- *                      module makes) -> group fd
+ *   /dev/spillway      control device: SPW_IOC_GROUP_CREATE -> group fd
  *   group fd           SPW_IOC_RING_OPEN -> ring fd, SPW_IOC_GROUP_STATS,
  *                      SPW_IOC_MEMBER_LISTENER -> a member's listener fd
  *   ring fd            mmap() the ring, SPW_IOC_ENTER, poll()
+ *
+ * One consumer at a time (struct spw_enter.owner): a CQE's fd is a number
+ * in the file table of the process whose enter installed it, so a ring's
+ * unconsumed CQEs belong to that table, the ring's owner. An enter from
+ * another table fails with -EBUSY while the owner has unconsumed CQEs.
+ * When the owner closes its last fd of the ring (close, exit, exec with
+ * close-on-exec), what it left unconsumed is discarded (the kernel moves
+ * @head to @tail: those fds are the departing table's), and the next
+ * enter, from any table, claims the ring.
  *
  * Barrier contract (see struct spw_ring_hdr):
  *   The kernel writes CQEs, then publishes them with one store-release of
@@ -23,19 +30,28 @@
 #ifndef _UAPI_LINUX_SPILLWAY_H
 #define _UAPI_LINUX_SPILLWAY_H
 
-#include <linux/types.h>
+#include <linux/const.h>
 #include <linux/ioctl.h>
+#include <linux/types.h>
 
 #define SPW_DEVICE_PATH		"/dev/spillway"
-#define SPW_ABI_VERSION		3
+#define SPW_ABI_VERSION		4
 
 #define SPW_MAX_MEMBERS		1024
 #define SPW_MAX_RING_ENTRIES	32768
 #define SPW_DEFAULT_RING_ENTRIES 64
 
 /* struct spw_group_create.flags */
-#define SPW_GROUP_F_CLOEXEC	(1U << 0)	/* group fd gets FD_CLOEXEC */
-#define SPW_GROUP_F_ALL		(SPW_GROUP_F_CLOEXEC)
+#define SPW_GROUP_F_CLOEXEC	_BITUL(0)	/* group fd gets FD_CLOEXEC */
+/*
+ * The group owns its listeners: the creator closes its own fds of them,
+ * and SPW_IOC_MEMBER_LISTENER hands one out to a holder of the group fd
+ * that could have registered it (its owner, or CAP_NET_ADMIN). Without
+ * it, SPW_IOC_MEMBER_LISTENER fails with -EOPNOTSUPP: the creator
+ * already holds the listeners, and nobody else needs them.
+ */
+#define SPW_GROUP_F_SHARE_LISTENERS _BITUL(1)
+#define SPW_GROUP_F_ALL		(SPW_GROUP_F_CLOEXEC | SPW_GROUP_F_SHARE_LISTENERS)
 
 /*
  * SPW_IOC_GROUP_CREATE on /dev/spillway. Registers every socket of the
@@ -57,7 +73,8 @@ struct spw_group_create {
 	/*
 	 * Spill when the ring the policy prefers holds at least this many
 	 * connections (pending + posted, unconsumed), even though it has
-	 * room. 0 or >= ring_entries: only when it is full.
+	 * room. 0 or @ring_entries: only when it is full; more than
+	 * @ring_entries is -EINVAL.
 	 */
 	__u32	spill_at;
 	__u32	resv[2];	/* must be zero */
@@ -80,31 +97,17 @@ struct spw_group_create {
 #define SPW_POLICY_MAX		SPW_POLICY_CPU
 
 /*
- * SPW_IOC_GROUP_LISTEN on /dev/spillway: the module makes @nr TCP
- * listening sockets bound to @addr with SO_REUSEPORT (port 0: one port
- * chosen for all), in the caller's network namespace and as the caller,
- * registers them as one group (all or nothing) and returns the group fd.
- * The listeners belong to the group; SPW_IOC_MEMBER_LISTENER hands out
- * an fd for one.
+ * SPW_IOC_MEMBER_LISTENER on a group fd: a new fd for a member's listener,
+ * in a group created with SPW_GROUP_F_SHARE_LISTENERS, for a caller that
+ * could have registered it (-EPERM otherwise).
  */
-struct spw_group_listen {
-	__u64	addr;		/* user pointer to a sockaddr_in or sockaddr_in6 */
-	__u32	addrlen;
-	__u32	nr;		/* 1 .. SPW_MAX_MEMBERS */
-	__s32	backlog;	/* as for listen(); capped at net.core.somaxconn */
-	__u32	resv0;		/* must be zero */
-	/* as in struct spw_group_create; @fds and @nr_fds must be zero */
-	struct spw_group_create params;
-};
-
-/* SPW_IOC_MEMBER_LISTENER on a group fd: a new fd for a member's listener. */
 struct spw_member_listener {
 	__u32	member;
 	__u32	flags;		/* SPW_RING_OPEN_F_CLOEXEC */
 };
 
 /* struct spw_ring_open.flags */
-#define SPW_RING_OPEN_F_CLOEXEC	(1U << 0)
+#define SPW_RING_OPEN_F_CLOEXEC	_BITUL(0)
 #define SPW_RING_OPEN_F_ALL	(SPW_RING_OPEN_F_CLOEXEC)
 
 /*
@@ -123,12 +126,17 @@ struct spw_ring_open {
 };
 
 /* struct spw_enter.flags */
-#define SPW_ENTER_F_TIMEOUT	(1U << 0)	/* @timeout_ns is valid */
+#define SPW_ENTER_F_TIMEOUT	_BITUL(0)	/* @timeout_ns is valid */
 #define SPW_ENTER_F_ALL		(SPW_ENTER_F_TIMEOUT)
 
-/* struct spw_enter.accept_flags: the accept4() flags of the new sockets */
-#define SPW_ACCEPT_NONBLOCK	00004000	/* == SOCK_NONBLOCK == O_NONBLOCK */
-#define SPW_ACCEPT_CLOEXEC	02000000	/* == SOCK_CLOEXEC == O_CLOEXEC */
+/*
+ * struct spw_enter.accept_flags: what accept4()'s SOCK_NONBLOCK and
+ * SOCK_CLOEXEC ask for the new sockets. Bits of their own: the O_* values
+ * differ between architectures.
+ */
+#define SPW_ACCEPT_NONBLOCK	_BITUL(0)
+#define SPW_ACCEPT_CLOEXEC	_BITUL(1)
+#define SPW_ACCEPT_ALL		(SPW_ACCEPT_NONBLOCK | SPW_ACCEPT_CLOEXEC)
 
 /*
  * SPW_IOC_ENTER on a ring fd: install the connections pending for this
@@ -136,8 +144,16 @@ struct spw_ring_open {
  * fit, or at most @max_post in this call), then wait until at least
  * @min_complete CQEs are in the ring (or the timeout expires, or a signal
  * arrives). Returns the number of CQEs in the ring. A timeout with no CQE
- * returns -ETIME. Once it has posted @max_post, the call returns without
- * waiting further, even with fewer than @min_complete CQEs in the ring.
+ * returns -ETIME; a signal during a wait with a timeout returns -EINTR
+ * (as epoll_wait() does: a restart could not keep the deadline), one
+ * during a wait without a timeout restarts under SA_RESTART. Once it has
+ * posted @max_post, the call returns without waiting further, even with
+ * fewer than @min_complete CQEs in the ring.
+ *
+ * The caller's file table becomes the ring's owner (see the top of this
+ * file): -EBUSY while another table owns CQEs it has not consumed, and
+ * -EMFILE, -ENFILE or -ENOMEM when this one cannot take a connection (the
+ * connections waiting for it then move on to siblings that can).
  *
  * Connections still pending when a consumer dies or stalls move on to a
  * sibling; connections already posted are fds of the consumer and die with
@@ -150,6 +166,13 @@ struct spw_enter {
 	__u32	accept_flags;	/* SPW_ACCEPT_* */
 	__u32	max_post;	/* 0: as many as the ring has room for */
 	__s64	timeout_ns;	/* relative, with SPW_ENTER_F_TIMEOUT */
+	/*
+	 * in: the owner id the caller holds (0: none); out: the id of the
+	 * caller's file table as the ring's owner, written when it differs.
+	 * A consumer reads CQEs only while spw_ring_hdr.owner equals it.
+	 */
+	__u32	owner;
+	__u32	resv;		/* must be zero */
 };
 
 /* Per-member counters, all monotonic except @outstanding / @pending. */
@@ -169,8 +192,8 @@ struct spw_member_stats {
 #define SPW_MEMBER_NEW		0	/* ring never opened: still takes work */
 #define SPW_MEMBER_OPEN		1	/* a consumer holds the ring */
 #define SPW_MEMBER_CLOSED	2	/* consumer gone: never a target */
-#define SPW_MEMBER_VACANT	3	/* consumer gone, no sibling open: still
-					 * takes work, for a replacement */
+/* consumer gone, no sibling open: still takes work, for a replacement */
+#define SPW_MEMBER_VACANT	3
 
 /*
  * SPW_IOC_GROUP_STATS on a group fd or a ring fd. Fills @total and up to
@@ -208,11 +231,19 @@ struct spw_ring_hdr {
 	__u32	ring_entries;
 	__u32	member;
 	__u32	nr_members;
-	/* Written by the kernel; SPW_RING_F_*. */
+	/* Written by the kernel (atomic bit operations); SPW_RING_F_*. */
 	__u32	flags;
 	/* Written once by the kernel at open: byte offset of the CQE array. */
 	__u32	cqes_offset;
-	__u32	resv1[9];
+	/*
+	 * Written by the kernel: the id of the file table that owns the
+	 * CQEs (struct spw_enter.owner), 0 when none does. Stored before
+	 * the @tail that publishes the owner's first CQE: a consumer that
+	 * load-acquires @tail and then reads its own id here may read the
+	 * CQEs up to that @tail.
+	 */
+	__u32	owner;
+	__u32	resv1[8];
 
 	/*
 	 * Written by the kernel, for cheap observation; the authoritative
@@ -226,8 +257,8 @@ struct spw_ring_hdr {
 };
 
 /* struct spw_ring_hdr.flags */
-#define SPW_RING_F_WORK_PENDING	(1U << 0)	/* connections wait for an enter */
-#define SPW_RING_F_DROPPED	(1U << 1)	/* a connection of this member was reset */
+#define SPW_RING_F_WORK_PENDING	_BITUL(0)	/* connections wait for an enter */
+#define SPW_RING_F_DROPPED	_BITUL(1)	/* a connection of this member was reset */
 
 /* struct spw_addr: an IPv4 or IPv6 socket address. */
 struct spw_addr {
@@ -239,7 +270,8 @@ struct spw_addr {
 };
 
 /* struct spw_cqe.flags */
-#define SPW_CQE_F_SPILLED	(1U << 0)	/* arrived on @origin, whose ring was full or stalled */
+/* arrived on @origin, whose ring was full or stalled */
+#define SPW_CQE_F_SPILLED	_BITUL(0)
 
 struct spw_cqe {
 	__s32	fd;		/* connected socket, installed in the caller's table */
@@ -263,12 +295,17 @@ struct spw_cqe {
 	struct spw_addr served;
 };
 
-#define SPW_IOC_MAGIC		0xB7
+/*
+ * 0xBA: free in Documentation/userspace-api/ioctl/ioctl-number.rst of
+ * 6.1 and 6.12 (ABI 3 used 0xB7, which is nsfs's NSIO). Number 5 was
+ * SPW_IOC_GROUP_LISTEN, retired in ABI 4: spw_group_listen() makes the
+ * listeners in user space, where every bind/listen check runs.
+ */
+#define SPW_IOC_MAGIC		0xBA
 #define SPW_IOC_GROUP_CREATE	_IOWR(SPW_IOC_MAGIC, 1, struct spw_group_create)
 #define SPW_IOC_RING_OPEN	_IOWR(SPW_IOC_MAGIC, 2, struct spw_ring_open)
 #define SPW_IOC_ENTER		_IOWR(SPW_IOC_MAGIC, 3, struct spw_enter)
 #define SPW_IOC_GROUP_STATS	_IOWR(SPW_IOC_MAGIC, 4, struct spw_group_stats)
-#define SPW_IOC_GROUP_LISTEN	_IOWR(SPW_IOC_MAGIC, 5, struct spw_group_listen)
 #define SPW_IOC_MEMBER_LISTENER	_IOW(SPW_IOC_MAGIC, 6, struct spw_member_listener)
 
 #endif /* _UAPI_LINUX_SPILLWAY_H */
