@@ -1341,9 +1341,15 @@ Test(stall, timer_stays_armed_while_only_stalled_rings_hold_work, .timeout = 30)
 		t_ring(&ring[i], gfd, i);
 		cr_assert_geq(spw_enter(&ring[i], 0, NULL), 0);	/* responsive */
 	}
+	/*
+	 * Both stalled before the connections arrive, so that each lands on
+	 * its own ring (no ring is responsive: home): arriving while only
+	 * one had stalled (a slow guest) put both on the other ring.
+	 */
+	usleep(300 * 1000);			/* six stall times: both stalled */
 	for (unsigned i = 0; i < 2; i++)
 		cfd[i] = t_connect(AF_INET, t_port(lfd[i]));
-	usleep(300 * 1000);			/* six stall times: both stalled */
+	usleep(300 * 1000);			/* the timer has run: no idle consumer */
 
 	cr_assert_eq(spw_enter_max(&ring[1], 1, 0, NULL), 1);
 	cr_assert_eq(spw_peek_cqe(&ring[1], &cqe), 0);
