@@ -20,6 +20,7 @@
 #include <linux/fs.h>
 #include <linux/nsproxy.h>
 #include <linux/random.h>
+#include <linux/rcupdate.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/tcp.h>
@@ -34,12 +35,6 @@
 
 static const struct file_operations spw_group_fops;
 static atomic64_t spw_next_group_id = ATOMIC64_INIT(0);
-
-static bool spw_placing(const struct spw_group *g)
-{
-	lockdep_assert_held(&g->lock);
-	return g->placing;
-}
 
 static void spw_ring_wake(struct spw_ring *r)
 {
@@ -70,17 +65,21 @@ void spw_clock_now(const struct spw_group *g, struct spw_clock *c)
 	c->stall = g->stall;
 }
 
-static unsigned int spw_fifo_len(const struct spw_ring *r)
+/* Tokens waiting on @r; exact under r->lock, a hint without it. */
+unsigned int spw_fifo_len(const struct spw_ring *r)
 {
-	return r->tok_tail - r->tok_head;
+	return READ_ONCE(r->tok_tail) - READ_ONCE(r->tok_head);
 }
 
-/* Ring @idx's pending count, tail, liveness or consumer changed: re-file it. */
-void spw_refile_locked(struct spw_group *g, unsigned int idx)
+/*
+ * Ring @idx's pending count, tail, liveness or consumer changed: re-file
+ * it. Its writers call this under the ring's lock, so that their
+ * re-filings land in order; a decision may re-file any ring without it.
+ */
+void spw_refile(struct spw_group *g, unsigned int idx)
 {
 	struct spw_clock clock;
 
-	lockdep_assert_held(&g->lock);
 	spw_clock_now(g, &clock);
 	spw_sum_refile(&g->policy, g->acct, idx, &clock);
 }
@@ -88,7 +87,9 @@ void spw_refile_locked(struct spw_group *g, unsigned int idx)
 /* An idle consumer, asleep in enter or waiting in poll/epoll with nothing to do. */
 static bool spw_ring_idle(const struct spw_ring_acct *a)
 {
-	return a->live && (a->waiting || (a->polled && !spw_ring_outstanding(a)));
+	return READ_ONCE(a->live) &&
+	       (READ_ONCE(a->waiting) ||
+		(READ_ONCE(a->polled) && !spw_ring_outstanding(a)));
 }
 
 /*
@@ -98,7 +99,9 @@ static bool spw_ring_idle(const struct spw_ring_acct *a)
  * While any ring holds work the timer stays armed, stalled or not: a
  * consumer that goes idle later (in poll/epoll, not in enter) is woken by
  * a later run. Softirq; both loops are bounded by g->nr (at most
- * SPW_MAX_MEMBERS) once per stall period.
+ * SPW_MAX_MEMBERS) once per stall period. The rings' accounting is read
+ * without their locks: a ring that changes meanwhile is looked at again
+ * by the next run, which its new work arms.
  */
 static void spw_stall_timer(struct timer_list *t)
 {
@@ -110,7 +113,7 @@ static void spw_stall_timer(struct timer_list *t)
 	spin_lock_bh(&g->lock);
 	spw_clock_now(g, &clock);
 	for (i = 0; i < g->nr && g->placing; i++) {
-		if (!spw_fifo_len(&g->rings[i]) || g->acct[i].waiting)
+		if (!spw_fifo_len(&g->rings[i]) || READ_ONCE(g->acct[i].waiting))
 			continue;
 		if (spw_ring_responsive(&g->acct[i], &clock))
 			recheck = true;
@@ -118,8 +121,8 @@ static void spw_stall_timer(struct timer_list *t)
 			stalled = true;
 	}
 	if (stalled) {
-		g->stalled_work = true;
-		g->steal_seq++;
+		WRITE_ONCE(g->stalled_work, true);
+		WRITE_ONCE(g->steal_seq, g->steal_seq + 1);
 		for (i = 0; i < g->nr; i++)
 			if (spw_ring_idle(&g->acct[i]))
 				spw_ring_wake(&g->rings[i]);
@@ -129,15 +132,34 @@ static void spw_stall_timer(struct timer_list *t)
 	spin_unlock_bh(&g->lock);
 }
 
+/* Lock two rings in index order (under group->lock, BHs off). */
+static void spw_ring_lock_two(struct spw_ring *a, struct spw_ring *b)
+	__acquires(&a->lock) __acquires(&b->lock)
+{
+	if (a->idx > b->idx)
+		swap(a, b);
+	spin_lock(&a->lock);
+	spin_lock_nested(&b->lock, SINGLE_DEPTH_NESTING);
+}
+
+static void spw_ring_unlock_two(struct spw_ring *a, struct spw_ring *b)
+	__releases(&a->lock) __releases(&b->lock)
+{
+	spin_unlock(&a->lock);
+	spin_unlock(&b->lock);
+}
+
 /*
  * Move work from a stalled sibling to @r, whose consumer is here now and
  * has room: at most SPW_BATCH tokens, the enter that called us steals
- * again when it has posted them. Returns true when tokens moved.
+ * again when it has posted them. Under group->lock, which serialises
+ * steals and rehomes; the two rings' locks are taken here. Returns true
+ * when tokens moved.
  */
 bool spw_ring_steal_locked(struct spw_ring *r)
 {
 	struct spw_group *g = r->group;
-	struct spw_ring_acct *a = &g->acct[r->idx];
+	struct spw_ring_acct *a = &g->acct[r->idx], *va;
 	unsigned int mask = g->entries - 1, room, n;
 	struct spw_clock clock;
 	struct spw_ring *v;
@@ -145,80 +167,128 @@ bool spw_ring_steal_locked(struct spw_ring *r)
 
 	lockdep_assert_held(&g->lock);
 	/* the scan runs only once the stall timer has seen stalled work */
-	if (!a->live || !g->stalled_work)
-		return false;
-	room = a->entries - spw_ring_outstanding(a);
-	if (!room)
+	if (!READ_ONCE(a->live) || !g->stalled_work)
 		return false;
 	spw_clock_now(g, &clock);
 	victim = spw_pick_victim(g->acct, g->nr, r->idx, &clock);
 	if (victim < 0) {
 		/* nothing to take: no more scans until the timer finds some */
-		g->stalled_work = false;
+		WRITE_ONCE(g->stalled_work, false);
 		return false;
 	}
 	v = &g->rings[victim];
+	va = &g->acct[victim];
+	spw_ring_lock_two(r, v);
+	room = a->entries - spw_ring_outstanding(a);
 	n = min3(room, spw_fifo_len(v), (unsigned int)SPW_BATCH);
 	for (room = n; room; room--) {
-		r->tokens[r->tok_tail++ & mask] = v->tokens[v->tok_head++ & mask];
-		g->acct[victim].pending--;
-		a->pending++;
-		g->members[victim].st.rehomed++;
+		r->tokens[r->tok_tail & mask] = v->tokens[v->tok_head & mask];
+		WRITE_ONCE(r->tok_tail, r->tok_tail + 1);
+		WRITE_ONCE(v->tok_head, v->tok_head + 1);
 	}
+	WRITE_ONCE(va->pending, va->pending - n);
+	WRITE_ONCE(a->pending, a->pending + n);
+	g->members[victim].st.rehomed += n;
 	if (v->hdr && !spw_fifo_len(v))
 		spw_hdr_clear_flags(v->hdr, SPW_RING_F_WORK_PENDING);
 	spw_sum_refile(&g->policy, g->acct, victim, &clock);
 	spw_sum_refile(&g->policy, g->acct, r->idx, &clock);
+	spw_ring_unlock_two(r, v);
 	return n > 0;
 }
 
-/* The ring the policy picks for a connection of member @m, or a drop. */
-static int spw_pick_locked(struct spw_group *g, struct spw_member *m)
+/*
+ * The ring the policy picks for a connection of member @m, or a drop.
+ * Without a lock: the answer is re-checked under the ring's lock
+ * (spw_ring_push()). BHs are off (softirq, or under a _bh lock).
+ */
+static int spw_pick(struct spw_group *g, struct spw_member *m)
 {
 	unsigned int home = m->idx;
 	struct spw_clock clock;
+	int cpu_home;
 
-	lockdep_assert_held(&g->lock);
 	spw_clock_now(g, &clock);
-	/* softirq, or process context under a spinlock: the CPU is stable */
-	if (g->cpu_ring && g->cpu_ring[smp_processor_id()] >= 0)
-		home = g->cpu_ring[smp_processor_id()];
+	/* a hint: which ring's consumer last ran on this CPU */
+	if (g->cpu_ring) {
+		cpu_home = READ_ONCE(g->cpu_ring[raw_smp_processor_id()]);
+		if (cpu_home >= 0)
+			home = cpu_home;
+	}
 	return spw_pick_ring(&g->policy, g->acct, m->idx, home, &clock);
 }
 
-/* Put one token of member @m on ring @t, or drop it (SPW_PICK_DROP). */
-static void spw_place_locked(struct spw_group *g, struct spw_member *m, int t)
+/*
+ * Put one token of member @origin on ring @t if it can take it now: the
+ * policy decided without the ring's lock, this is the exact check.
+ * Called with BHs off; takes only @t's lock.
+ */
+static bool spw_ring_push(struct spw_group *g, unsigned int t, u32 origin)
 {
-	struct spw_ring_acct *a;
+	struct spw_ring *r = &g->rings[t];
+	struct spw_ring_acct *a = &g->acct[t];
 	struct spw_clock clock;
-	struct spw_ring *r;
+	bool arm;
 
-	lockdep_assert_held(&g->lock);
-	if (t == SPW_PICK_DROP) {
-		/* counted as dropped when the work has really reset one */
-		m->drop_pending++;
-		if (g->rings[m->idx].hdr)
-			spw_hdr_set_flags(g->rings[m->idx].hdr, SPW_RING_F_DROPPED);
-		if (!g->hold_drops)
-			mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
-		return;
+	spin_lock(&r->lock);
+	if (!spw_ring_has_room(a)) {
+		/* the decision read an old view: file the ring where it is */
+		spw_refile(g, t);
+		spin_unlock(&r->lock);
+		return false;
 	}
-	r = &g->rings[t];
-	a = &g->acct[t];
 	spw_clock_now(g, &clock);
 	/* work found the ring idle: a poll consumer's stall clock starts */
 	if (!spw_ring_outstanding(a))
-		a->work_since = clock.now;
-	r->tokens[r->tok_tail++ & (g->entries - 1)] = m->idx;
-	a->pending++;
+		WRITE_ONCE(a->work_since, clock.now);
+	r->tokens[r->tok_tail & (g->entries - 1)] = origin;
+	WRITE_ONCE(r->tok_tail, r->tok_tail + 1);
+	WRITE_ONCE(a->pending, a->pending + 1);
 	spw_sum_refile(&g->policy, g->acct, t, &clock);
 	if (r->hdr)
 		spw_hdr_set_flags(r->hdr, SPW_RING_F_WORK_PENDING);
+	arm = !a->waiting && g->stall != SPW_STALL_NEVER;
+	spin_unlock(&r->lock);
 	/* enter sleepers and poll/epoll/io_uring waiters alike */
 	spw_ring_wake(r);
-	if (!a->waiting && g->stall != SPW_STALL_NEVER &&
-	    !timer_pending(&g->stall_timer))
+	if (arm && !timer_pending(&g->stall_timer))
 		mod_timer(&g->stall_timer, jiffies + g->stall + 1);
+	return true;
+}
+
+/* One of @m's connections has no ring with room: the drop work resets it. */
+static void spw_drop_locked(struct spw_group *g, struct spw_member *m)
+{
+	struct spw_ring *home = &g->rings[m->idx];
+
+	lockdep_assert_held(&m->lock);
+	/* counted as dropped when the work has really reset one */
+	m->drop_pending++;
+	spin_lock(&home->lock);
+	if (home->hdr)
+		spw_hdr_set_flags(home->hdr, SPW_RING_F_DROPPED);
+	spin_unlock(&home->lock);
+	if (!READ_ONCE(g->hold_drops))
+		mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
+}
+
+/*
+ * Put one token of member @m on ring @t, or drop it (SPW_PICK_DROP). A
+ * ring that cannot take it after all (it filled, closed or refused since
+ * the decision) sends us back to the policy, at most twice, then to the
+ * drop work, which looks at every ring again before it resets anything.
+ */
+static void spw_place_locked(struct spw_group *g, struct spw_member *m, int t)
+{
+	unsigned int tries;
+
+	lockdep_assert_held(&m->lock);
+	for (tries = 0; t != SPW_PICK_DROP; tries++) {
+		if (spw_ring_push(g, t, m->idx))
+			return;
+		t = tries < 2 ? spw_pick(g, m) : SPW_PICK_DROP;
+	}
+	spw_drop_locked(g, m);
 }
 
 /*
@@ -226,22 +296,24 @@ static void spw_place_locked(struct spw_group *g, struct spw_member *m, int t)
  * Counting against the queue length, rather than counting wake-ups,
  * heals the cases where TCP adds a child without waking the listener
  * and where a hand-over raced with an arrival. Each pass is one placement
- * (O(1) amortised, spw_pick_ring()); the loop runs once per connection
- * not yet placed, so the work per arrival is the same however it is
- * batched.
+ * (O(1) amortised, spw_pick_ring(), at most three tries); the loop runs
+ * once per connection not yet placed, so the work per arrival is the same
+ * however it is batched. Under @m's lock, which serialises its listener's
+ * placements; nothing group-wide.
  */
 void spw_reconcile_locked(struct spw_member *m)
 {
 	struct spw_group *g = m->group;
 	u32 queued;
 
-	if (!spw_placing(g))
+	lockdep_assert_held(&m->lock);
+	if (!READ_ONCE(g->placing))
 		return;
 	queued = READ_ONCE(m->sock->sk->sk_ack_backlog);
 	while (m->assigned < queued) {
 		m->assigned++;
 		m->st.arrived++;
-		spw_place_locked(g, m, spw_pick_locked(g, m));
+		spw_place_locked(g, m, spw_pick(g, m));
 	}
 }
 
@@ -253,7 +325,7 @@ void spw_reconcile_locked(struct spw_member *m)
  */
 void spw_token_retire_locked(struct spw_member *m)
 {
-	lockdep_assert_held(&m->group->lock);
+	lockdep_assert_held(&m->lock);
 	m->assigned--;
 	spw_reconcile_locked(m);
 }
@@ -263,30 +335,49 @@ void spw_token_retire_locked(struct spw_member *m)
  * picks; the policy never picks @r (it is closed, full or refusing). A
  * token no ring has room for is dropped, or with @keep stays on @r and
  * ends the batch (@r's consumer is still there, and the other rings are
- * full). Returns true while tokens remain to move.
+ * full). Returns true while tokens remain to move. Under group->lock,
+ * which keeps @r's head ours: steals take it too, and @r's consumer is
+ * gone or is the caller (post_lock).
  */
 static bool spw_ring_rehome_batch_locked(struct spw_ring *r, bool keep)
 {
 	struct spw_group *g = r->group;
+	struct spw_ring_acct *a = &g->acct[r->idx];
 	unsigned int mask = g->entries - 1, n;
+	bool more = true;
 	int t;
 
 	lockdep_assert_held(&g->lock);
-	for (n = 0; n < SPW_BATCH && r->tok_head != r->tok_tail; n++) {
-		struct spw_member *m = &g->members[r->tokens[r->tok_head & mask]];
+	for (n = 0; n < SPW_BATCH && more; n++) {
+		struct spw_member *m;
 
-		t = spw_pick_locked(g, m);
-		if (keep && (t == SPW_PICK_DROP || t == r->idx))
+		spin_lock(&r->lock);
+		if (r->tok_head == r->tok_tail) {
+			spin_unlock(&r->lock);
 			return false;
-		r->tok_head++;
-		g->acct[r->idx].pending--;
+		}
+		m = &g->members[r->tokens[r->tok_head & mask]];
+		spin_unlock(&r->lock);
+
+		spin_lock(&m->lock);
+		t = spw_pick(g, m);
+		if (keep && (t == SPW_PICK_DROP || t == r->idx)) {
+			spin_unlock(&m->lock);
+			return false;
+		}
+		spin_lock(&r->lock);
+		WRITE_ONCE(r->tok_head, r->tok_head + 1);
+		WRITE_ONCE(a->pending, a->pending - 1);
 		g->members[r->idx].st.rehomed++;
-		spw_refile_locked(g, r->idx);
+		spw_refile(g, r->idx);
+		more = r->tok_head != r->tok_tail;
+		if (r->hdr && !more)
+			spw_hdr_clear_flags(r->hdr, SPW_RING_F_WORK_PENDING);
+		spin_unlock(&r->lock);
 		spw_place_locked(g, m, t);
+		spin_unlock(&m->lock);
 	}
-	if (r->hdr && r->tok_head == r->tok_tail)
-		spw_hdr_clear_flags(r->hdr, SPW_RING_F_WORK_PENDING);
-	return r->tok_head != r->tok_tail;
+	return more;
 }
 
 /*
@@ -317,13 +408,14 @@ void spw_ring_work_posted_locked(struct spw_ring *r)
 	struct spw_member *m = &r->group->members[r->idx];
 	struct spw_ring_hdr *hdr = r->hdr;
 
-	lockdep_assert_held(&r->group->lock);
+	lockdep_assert_held(&r->lock);
 	if (r->tok_head == r->tok_tail)
 		spw_hdr_clear_flags(hdr, SPW_RING_F_WORK_PENDING);
 	WRITE_ONCE(hdr->delivered, m->st.delivered);
 	WRITE_ONCE(hdr->spilled_in, m->st.spilled_in);
-	WRITE_ONCE(hdr->spilled_out, m->st.spilled_out);
-	WRITE_ONCE(hdr->dropped, m->st.dropped);
+	/* the listener's side, without its lock: a mirror, not a balance */
+	WRITE_ONCE(hdr->spilled_out, READ_ONCE(m->st.spilled_out));
+	WRITE_ONCE(hdr->dropped, READ_ONCE(m->st.dropped));
 }
 
 /*
@@ -342,19 +434,50 @@ static int spw_member_wake(struct wait_queue_entry *wait, unsigned int mode,
 	if (mask && !(mask & (EPOLLIN | EPOLLRDNORM)))
 		return 0;
 	/* hard IRQs are off here, so BHs cannot run: the plain lock is enough */
-	spin_lock(&m->group->lock);
+	spin_lock(&m->lock);
 	spw_reconcile_locked(m);
-	spin_unlock(&m->group->lock);
+	spin_unlock(&m->lock);
 	return 0;
 }
 
 /*
+ * A drop was decided without any ring's lock, on a view that may have
+ * been old: before a client is reset, look at every ring (O(members), in
+ * process context, under no lock; the shared memory it reads is RCU's)
+ * and give the connection to one with room. Returns true when it did.
+ */
+static bool spw_drop_rescue(struct spw_group *g, struct spw_member *m)
+{
+	struct spw_clock clock;
+	bool placed = false;
+	int t;
+
+	/* teardown: the drops decided are carried out, as they were decided */
+	if (!READ_ONCE(g->placing))
+		return false;
+	spw_clock_now(g, &clock);
+	rcu_read_lock();
+	t = spw_pick_exact(g->acct, g->nr, m->idx, &clock);
+	rcu_read_unlock();
+	if (t < 0)
+		return false;
+	spin_lock_bh(&m->lock);
+	if (m->drop_pending && spw_ring_push(g, t, m->idx)) {
+		m->drop_pending--;
+		placed = true;
+	}
+	spin_unlock_bh(&m->lock);
+	return placed;
+}
+
+/*
  * Reset connections the policy could not place anywhere. Process context;
- * O(1) per drop: kernel_accept() takes the member's oldest waiting
- * connection (the queue is singly linked: removing the newest would walk
- * it). Tokens name a listener, not a connection, so which connection goes
- * changes no count; see docs/architecture.md. No lock is held across the
- * accept; the counters move in one locked step so they always balance.
+ * O(1) per drop, plus the rescue's look at every ring: kernel_accept()
+ * takes the member's oldest waiting connection (the queue is singly
+ * linked: removing the newest would walk it). Tokens name a listener, not
+ * a connection, so which connection goes changes no count; see
+ * docs/architecture.md. No lock is held across the accept; the counters
+ * move in one locked step so they always balance.
  */
 static void spw_drop_work(struct work_struct *work)
 {
@@ -367,14 +490,16 @@ static void spw_drop_work(struct work_struct *work)
 		struct spw_member *m = &g->members[i];
 		unsigned int n;
 
-		spin_lock_bh(&g->lock);
+		spin_lock_bh(&m->lock);
 		n = m->drop_pending;
-		spin_unlock_bh(&g->lock);
+		spin_unlock_bh(&m->lock);
 
 		while (n--) {
 			struct socket *child = NULL;
 			int err;
 
+			if (spw_drop_rescue(g, m))
+				continue;
 			err = kernel_accept(m->sock, &child, O_NONBLOCK);
 			/*
 			 * -EAGAIN: someone accepted it; -EINVAL: the member
@@ -386,14 +511,14 @@ static void spw_drop_work(struct work_struct *work)
 				retry = true;
 				break;
 			}
-			spin_lock_bh(&g->lock);
+			spin_lock_bh(&m->lock);
 			m->drop_pending--;
 			if (err)
-				g->stale++;
+				m->st.stale++;
 			else
 				m->st.dropped++;
 			spw_token_retire_locked(m);
-			spin_unlock_bh(&g->lock);
+			spin_unlock_bh(&m->lock);
 			if (child) {
 				/* linger 0: close sends RST, the client learns now */
 				sock_no_linger(child->sk);
@@ -507,7 +632,7 @@ static void spw_group_destroy(struct spw_group *g, bool published)
 	unsigned int i;
 
 	spin_lock_bh(&g->lock);
-	g->placing = false;
+	WRITE_ONCE(g->placing, false);
 	spin_unlock_bh(&g->lock);
 
 	for (i = 0; i < g->nr; i++)
@@ -576,6 +701,7 @@ static struct spw_group *spw_group_alloc(unsigned int nr,
 	/* from here spw_group_free() walks the arrays */
 	g->nr = nr;
 	for (i = 0; i < nr; i++) {
+		spin_lock_init(&g->members[i].lock);
 		g->members[i].group = g;
 		g->members[i].idx = i;
 		init_waitqueue_func_entry(&g->members[i].wait, spw_member_wake);
@@ -698,10 +824,15 @@ static long spw_group_publish(struct spw_group *g, u32 flags)
 	 */
 	refcount_inc(&g->ref);
 	spin_lock_bh(&g->lock);
-	g->placing = true;
-	for (i = 0; i < g->nr; i++)
-		spw_reconcile_locked(&g->members[i]);
+	WRITE_ONCE(g->placing, true);
 	spin_unlock_bh(&g->lock);
+	for (i = 0; i < g->nr; i++) {
+		struct spw_member *m = &g->members[i];
+
+		spin_lock_bh(&m->lock);
+		spw_reconcile_locked(m);
+		spin_unlock_bh(&m->lock);
+	}
 
 	fd = spw_anon_fd("[spillway-group]", &spw_group_fops, g,
 			 O_RDWR | (flags & SPW_GROUP_F_CLOEXEC ? O_CLOEXEC : 0));
@@ -711,7 +842,7 @@ static long spw_group_publish(struct spw_group *g, u32 flags)
 		goto err_group;
 	}
 	spin_lock_bh(&g->lock);
-	g->hold_drops = false;
+	WRITE_ONCE(g->hold_drops, false);
 	spin_unlock_bh(&g->lock);
 	/* carry out what was held; the work finds nothing if none was */
 	mod_delayed_work(system_unbound_wq, &g->drop_work, 0);
@@ -801,9 +932,11 @@ struct spw_snapshot {
 };
 
 /*
- * Copy every member's counters in one hold of group->lock, so that the
- * totals balance (struct spw_group_stats). One O(members) copy, at most
- * SPW_MAX_MEMBERS rows; formatting and copying out happen after it.
+ * Copy every member's counters, each member and ring under its own locks,
+ * all in one hold of group->lock (no token moves between rings meanwhile):
+ * the totals balance when nothing arrives or is handed over (struct
+ * spw_group_stats). One O(members) copy, at most SPW_MAX_MEMBERS rows;
+ * formatting and copying out happen after it.
  */
 static int spw_snapshot_take(struct spw_group *g, struct spw_snapshot *sn)
 {
@@ -815,12 +948,16 @@ static int spw_snapshot_take(struct spw_group *g, struct spw_snapshot *sn)
 	if (!sn->ms || !sn->waiting || !sn->polled)
 		return -ENOMEM;
 	sn->dropping = 0;
+	sn->stale = 0;
 	spin_lock_bh(&g->lock);
 	for (i = 0; i < g->nr; i++) {
-		const struct spw_counters *c = &g->members[i].st;
+		struct spw_member *m = &g->members[i];
+		const struct spw_counters *c = &m->st;
 		const struct spw_ring_acct *a = &g->acct[i];
 		struct spw_member_stats *ms = &sn->ms[i];
 
+		spin_lock(&m->lock);
+		spin_lock(&g->rings[i].lock);
 		ms->arrived = c->arrived;
 		ms->delivered = c->delivered;
 		ms->spilled_out = c->spilled_out;
@@ -833,9 +970,11 @@ static int spw_snapshot_take(struct spw_group *g, struct spw_snapshot *sn)
 		ms->state = g->rings[i].state;
 		sn->waiting[i] = a->waiting;
 		sn->polled[i] = a->polled;
-		sn->dropping += g->members[i].drop_pending;
+		sn->dropping += m->drop_pending;
+		sn->stale += c->stale;
+		spin_unlock(&g->rings[i].lock);
+		spin_unlock(&m->lock);
 	}
-	sn->stale = g->stale;
 	spin_unlock_bh(&g->lock);
 	return 0;
 }

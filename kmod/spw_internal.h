@@ -12,24 +12,39 @@
  *                     threads may enter the same ring), and the ring's
  *                     owner (which file table its CQEs belong to). Held
  *                     across the accept, which locks the listener.
+ *   group->lock       spinlock, BH-safe, process context and the stall
+ *                     timer only: the group's life (@placing,
+ *                     @hold_drops), stall detection (@stalled_work,
+ *                     @steal_seq), each ring's state, liveness and shared
+ *                     memory (written under the ring's lock too), and the
+ *                     moves of many tokens (rehome, steal), which it
+ *                     serialises. Never taken on the arrival path, nor by
+ *                     an enter that has work of its own. Every hold is
+ *                     bounded: at most SPW_BATCH tokens moved, or one
+ *                     O(members) scan or copy (SPW_MAX_MEMBERS at most).
  *   listener wait-queue lock (sock->wq.wait.lock), irq-safe, the kernel's:
  *                     held by whoever wakes the listener's waiters, and so
  *                     around spw_member_wake(), our entry on that queue.
- *   group->lock       spinlock, BH-safe; taken with spin_lock_bh() in
- *                     process context and the stall timer, and with plain
- *                     spin_lock() inside spw_member_wake() (softirq or
- *                     process context, hard IRQs already off under the
- *                     wait-queue lock). Protects acct[], @policy (the
- *                     summary), @cpu_ring, every ring's token FIFO, every
- *                     member's counters, @assigned and @drop_pending,
- *                     @placing, @stalled_work and @steal_seq.
- *                     Never held across anything that sleeps; never held
- *                     while taking a listener's wait-queue lock. Every
- *                     hold is bounded: O(1) amortised per connection on
- *                     the data path, at most SPW_BATCH tokens moved per
- *                     hold when a ring's tokens move (rehome, steal),
- *                     and one O(members) copy for the counters or a scan
- *                     of the rings (SPW_MAX_MEMBERS at most).
+ *   member->lock      spinlock, BH-safe; taken with spin_lock_bh() in
+ *                     process context and with plain spin_lock() inside
+ *                     spw_member_wake() (softirq or process context, hard
+ *                     IRQs already off under the wait-queue lock). One
+ *                     listener's placements: @assigned, @drop_pending and
+ *                     its arrival-side counters. The arrival path takes
+ *                     this lock of its own listener and the target ring's
+ *                     lock, nothing group-wide.
+ *   ring->lock        spinlock, BH-safe (taken as member->lock is). The
+ *                     ring's token FIFO, its accounting group->acct[idx]
+ *                     (written with WRITE_ONCE(): the policy reads it
+ *                     without this lock, spw_policy.h), its @hdr flags
+ *                     and its ring-side counters. Two ring locks nest in
+ *                     index order (steal, under group->lock).
+ *   The policy's summary takes no lock (atomic bit operations).
+ *
+ * A ring's shared memory is read without a lock by placement decisions
+ * (acct->khead, in softirq or with BHs off: RCU readers); the last close
+ * points acct->khead elsewhere and waits a grace period before it frees
+ * the pages.
  *
  * The module stores no pointer to itself in any object it does not own:
  * it learns of arrivals through a wait-queue entry it owns (struct
@@ -64,20 +79,27 @@
  */
 #define SPW_BATCH		64
 
-/* Monotonic counters of one member; under group->lock. */
+/*
+ * Monotonic counters of one member: its listener's side under
+ * member->lock, its ring's side under ring->lock. They balance when
+ * nothing moves (a snapshot takes every lock, but a connection between
+ * its two sides is counted on one only).
+ */
 struct spw_counters {
-	u64 arrived;
-	u64 delivered;
-	u64 spilled_out;
-	u64 spilled_in;
-	u64 dropped;		/* connections reset by the drop work */
-	u64 rehomed;
+	u64 arrived;		/* member->lock */
+	u64 spilled_out;	/* member->lock */
+	u64 dropped;		/* member->lock: connections reset by the drop work */
+	u64 stale;		/* member->lock: tokens whose accept found nothing */
+	u64 delivered;		/* ring->lock */
+	u64 spilled_in;		/* ring->lock */
+	u64 rehomed;		/* ring->lock: tokens moved off this ring */
 };
 
 struct spw_group;
 
 /* One listening socket of the group. */
 struct spw_member {
+	spinlock_t lock;		/* see the top of this file */
 	struct spw_group *group;
 	unsigned int idx;
 	struct socket *sock;		/* holds a reference on sock->file */
@@ -90,10 +112,10 @@ struct spw_member {
 	bool registered;
 	bool hooked;
 	/*
-	 * Connections in this listener's accept queue that the group has
-	 * placed: tokens in any ring, tokens being handed over, and drops
-	 * not yet carried out. The arrival path places connections until
-	 * @assigned reaches the queue length.
+	 * Under @lock: connections in this listener's accept queue that the
+	 * group has placed: tokens in any ring, tokens being handed over,
+	 * and drops not yet carried out. The arrival path places connections
+	 * until @assigned reaches the queue length.
 	 */
 	unsigned int assigned;
 	unsigned int drop_pending;
@@ -102,20 +124,25 @@ struct spw_member {
 
 /* One accept completion ring. Its accounting lives in group->acct[idx]. */
 struct spw_ring {
+	spinlock_t lock;		/* see the top of this file */
 	struct spw_group *group;
 	unsigned int idx;
-	unsigned int state;		/* SPW_MEMBER_*; under group->lock */
+	unsigned int state;		/* SPW_MEMBER_*; written under both locks */
 
 	/*
 	 * Token FIFO: "one connection from member tokens[i]". Free-running
-	 * indices masked on use, under group->lock. Its length plus the
-	 * tokens being handed over is acct->pending, never above entries.
+	 * indices masked on use, under @lock (read without it, with
+	 * READ_ONCE(), to ask whether any wait). Its length plus the tokens
+	 * being handed over is acct->pending, never above entries.
 	 */
 	u32 *tokens;
 	unsigned int tok_head;
 	unsigned int tok_tail;
 
-	/* Shared memory; exists while a consumer holds the ring open. */
+	/*
+	 * Shared memory; exists while a consumer holds the ring open. @hdr is
+	 * set and cleared under group->lock and @lock.
+	 */
 	struct spw_ring_hdr *hdr;
 	struct spw_cqe *cqes;
 	size_t bytes;
@@ -143,8 +170,9 @@ struct spw_group {
 	refcount_t ref;			/* group files + ring files */
 	struct mutex open_lock;
 	/*
-	 * Under lock: arrivals are placed. False until create succeeds (a
-	 * failed create disturbs no client) and again from teardown on.
+	 * Written under lock, read without it: arrivals are placed. False
+	 * until create succeeds (a failed create disturbs no client) and
+	 * again from teardown on.
 	 */
 	bool placing;
 	bool hold_drops;		/* under lock: create not finished */
@@ -152,13 +180,15 @@ struct spw_group {
 	unsigned int nr;
 	unsigned int entries;
 	u64 id;				/* unique while the module is loaded (fdinfo) */
-	u64 stale;			/* tokens whose accept found nothing */
 	unsigned long stall;		/* jiffies; SPW_STALL_NEVER: off */
 	unsigned int stall_ms;		/* as asked, for fdinfo */
 	/* the placement policy and its summary of where each ring stands */
 	struct spw_policy policy;
 	void *policy_mem;
-	/* SPW_POLICY_CPU: [nr_cpu_ids], the ring whose consumer last ran there */
+	/*
+	 * SPW_POLICY_CPU: [nr_cpu_ids], the ring whose consumer last ran
+	 * there; a hint, written and read with WRITE_ONCE()/READ_ONCE()
+	 */
 	int *cpu_ring;
 	/* the stall timer found stalled work: idle consumers look for a victim */
 	bool stalled_work;
@@ -185,7 +215,7 @@ int spw_anon_fd(const char *name, const struct file_operations *fops,
 
 /* spw_group.c */
 long spw_group_create(struct spw_group_create __user *uarg);
-void spw_refile_locked(struct spw_group *g, unsigned int idx);
+void spw_refile(struct spw_group *g, unsigned int idx);
 void spw_clock_now(const struct spw_group *g, struct spw_clock *c);
 bool spw_ring_steal_locked(struct spw_ring *r);
 void spw_group_put(struct spw_group *g);
@@ -194,6 +224,7 @@ void spw_reconcile_locked(struct spw_member *m);
 void spw_token_retire_locked(struct spw_member *m);
 void spw_ring_rehome(struct spw_ring *r, bool keep);
 void spw_ring_work_posted_locked(struct spw_ring *r);
+unsigned int spw_fifo_len(const struct spw_ring *r);
 void spw_hdr_set_flags(struct spw_ring_hdr *hdr, u32 flags);
 void spw_hdr_clear_flags(struct spw_ring_hdr *hdr, u32 flags);
 

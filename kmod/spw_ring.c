@@ -6,8 +6,8 @@
  * an accept on the member the token names, into a socket, file and fd
  * made first (a failure for want of them leaves the connection queued),
  * one CQE written, the fd installed in the caller's table. The tail is
- * published with a single smp_store_release() per batch
- * (spw_ring_commit), which pairs with the library's load-acquire. The
+ * published with a single smp_store_release() per enter
+ * (spw_ring_post), which pairs with the library's load-acquire. The
  * head is read with READ_ONCE() and trusted only as "slots in use",
  * clamped to the ring size; the kernel keeps its own tail (acct.ktail)
  * and never reads the shared one back.
@@ -26,6 +26,7 @@
 #include <linux/in6.h>
 #include <linux/mm.h>
 #include <linux/poll.h>
+#include <linux/rcupdate.h>
 #include <linux/seq_file.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -53,6 +54,7 @@ int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx)
 	r->group = g;
 	r->idx = idx;
 	r->state = SPW_MEMBER_NEW;
+	spin_lock_init(&r->lock);
 	mutex_init(&r->post_lock);
 	init_waitqueue_head(&r->wq);
 	r->tokens = kvcalloc(g->entries, sizeof(*r->tokens), GFP_KERNEL_ACCOUNT);
@@ -171,59 +173,63 @@ static long spw_ring_used(struct spw_ring *r)
 	return used;
 }
 
-/* Under group->lock: @r's next token, which is being handed over now. */
-static u32 spw_token_pop_locked(struct spw_ring *r)
-{
-	lockdep_assert_held(&r->group->lock);
-	spw_acct(r)->inflight++;
-	return r->tokens[r->tok_head++ & (r->group->entries - 1)];
-}
-
-/* Under the group lock: @r's token for member @m is finished. */
-static void spw_ring_token_done_locked(struct spw_ring *r, struct spw_member *m)
-{
-	struct spw_ring_acct *a = spw_acct(r);
-
-	a->pending--;
-	a->inflight--;
-	spw_refile_locked(r->group, r->idx);
-	spw_token_retire_locked(m);
-}
-
 /*
- * The consumer cannot take a connection now (out of fds or memory, -@err):
- * the token goes back to the front (the connection keeps its turn), the
- * ring takes no new work until its consumer comes back (enter or poll),
- * and what waits for it moves on to siblings that can take it; what no
- * sibling has room for stays. The consumer gets @err. Under post_lock.
+ * Take up to @n of @r's waiting tokens into @toks, in order: they are
+ * being handed over now (inflight, not stealable). With none of its own,
+ * the ring first takes what waits behind a stalled sibling, once the
+ * stall timer has seen some. One hold of the ring's lock. Under post_lock.
  */
-static int spw_ring_refuse(struct spw_ring *r, u32 origin, int err)
+static unsigned int spw_ring_take(struct spw_ring *r, u32 *toks, unsigned int n)
 {
 	struct spw_group *g = r->group;
 	struct spw_ring_acct *a = spw_acct(r);
+	unsigned int mask = g->entries - 1, i;
 
-	spin_lock_bh(&g->lock);
-	a->inflight--;
-	r->tokens[--r->tok_head & (g->entries - 1)] = origin;
-	a->refusing = 1;
-	spw_refile_locked(g, r->idx);
-	spin_unlock_bh(&g->lock);
-	spw_ring_rehome(r, true);
-	return err;
+	if (!spw_fifo_len(r) && READ_ONCE(g->stalled_work)) {
+		spin_lock_bh(&g->lock);
+		spw_ring_steal_locked(r);
+		spin_unlock_bh(&g->lock);
+	}
+	spin_lock_bh(&r->lock);
+	n = min(n, spw_fifo_len(r));
+	for (i = 0; i < n; i++)
+		toks[i] = r->tokens[(r->tok_head + i) & mask];
+	WRITE_ONCE(r->tok_head, r->tok_head + n);
+	WRITE_ONCE(a->inflight, a->inflight + n);
+	spin_unlock_bh(&r->lock);
+	return n;
 }
 
 /*
- * Hand one connection of member @origin to the caller. Returns 1 when a
- * CQE was written, 0 when the token was stale (someone accept()ed on the
- * listener directly, or it stopped listening), or -errno when the caller
- * cannot take it (spw_ring_refuse()).
+ * A token of @m taken by @r is finished: handed over, or @stale (its
+ * accept found nothing). The listener's side of it, under the member's
+ * lock: an arrival that raced with the accept is placed now.
  */
-static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
+static void spw_token_finish(struct spw_ring *r, struct spw_member *m, bool stale)
+{
+	spin_lock_bh(&m->lock);
+	if (stale)
+		m->st.stale++;
+	else if (m->idx != r->idx)
+		m->st.spilled_out++;
+	spw_token_retire_locked(m);
+	spin_unlock_bh(&m->lock);
+}
+
+/*
+ * Hand one connection of member @origin to the caller, its CQE in slot
+ * @slot. Returns 1 when a CQE was written, 0 when the token was stale
+ * (someone accept()ed on the listener directly, or it stopped listening),
+ * or -errno when the caller cannot take it (out of fds or memory): the
+ * connection stays queued. No lock held: the ring's side is counted once
+ * per batch (spw_ring_post_batch()).
+ */
+static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags,
+			     unsigned int slot)
 {
 	struct spw_group *g = r->group;
 	struct spw_member *m = &g->members[origin];
 	struct socket *lsock = m->sock, *sock;
-	struct spw_ring_acct *a = spw_acct(r);
 	struct spw_cqe *cqe;
 	struct file *file;
 	int fd, err;
@@ -240,7 +246,7 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 	 */
 	fd = get_unused_fd_flags(aflags & SPW_ACCEPT_CLOEXEC ? O_CLOEXEC : 0);
 	if (fd < 0)
-		return spw_ring_refuse(r, origin, fd);
+		return fd;
 	err = sock_create_lite(lsock->sk->sk_family, lsock->sk->sk_type,
 			       lsock->sk->sk_protocol, &sock);
 	if (err)
@@ -258,7 +264,7 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 	if (err)
 		goto err_file;
 
-	cqe = &r->cqes[a->ktail & (g->entries - 1)];
+	cqe = &r->cqes[slot & (g->entries - 1)];
 	spw_cqe_fill_addrs(cqe, sock);
 	cqe->fd = fd;
 	cqe->flags = 0;
@@ -268,17 +274,7 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags)
 	cqe->member = r->idx;
 	cqe->served = g->members[r->idx].bound;
 	fd_install(fd, file);
-
-	spin_lock_bh(&g->lock);
-	/* the CQE and the end of its token count together for the policy */
-	a->ktail++;
-	g->members[r->idx].st.delivered++;
-	if (origin != r->idx) {
-		m->st.spilled_out++;
-		g->members[r->idx].st.spilled_in++;
-	}
-	spw_ring_token_done_locked(r, m);
-	spin_unlock_bh(&g->lock);
+	spw_token_finish(r, m, false);
 	return 1;
 
 err_file:
@@ -290,26 +286,66 @@ err_file:
 	 * was flushed with it. The token is stale either way.
 	 */
 	if (err == -EAGAIN || err == -EINVAL) {
-		spin_lock_bh(&g->lock);
-		g->stale++;
-		spw_ring_token_done_locked(r, m);
-		spin_unlock_bh(&g->lock);
+		spw_token_finish(r, m, true);
 		return 0;
 	}
-	return spw_ring_refuse(r, origin, err);
+	return err;
 err_fd:
 	put_unused_fd(fd);
-	return spw_ring_refuse(r, origin, err);
+	return err;
 }
 
-/* Publish posted CQEs: the one release of the tail per batch. */
-static void spw_ring_commit(struct spw_ring *r)
+/*
+ * Hand over the @n connections of @toks (spw_ring_take()), then count the
+ * ring's side of them in one hold of its lock: the CQEs (the kernel's
+ * tail) and the end of their tokens count together for the policy.
+ * *@posted grows by the CQEs written. When the consumer cannot take one
+ * (-errno), that token and those after it go back to the front in order
+ * (the connections keep their turn), the ring takes no new work until its
+ * consumer comes back (enter or poll), and what waits for it moves on to
+ * siblings that can take it; what no sibling has room for stays. Under
+ * post_lock.
+ */
+static int spw_ring_post_batch(struct spw_ring *r, const u32 *toks,
+			       unsigned int n, u32 aflags, unsigned int *posted)
 {
-	spin_lock_bh(&r->group->lock);
+	struct spw_group *g = r->group;
+	struct spw_member *self = &g->members[r->idx];
+	struct spw_ring_acct *a = spw_acct(r);
+	unsigned int i, done = 0, spilled = 0, mask = g->entries - 1;
+	int err = 0;
+
+	for (i = 0; i < n; i++) {
+		err = spw_ring_post_one(r, toks[i], aflags, a->ktail + done);
+		if (err < 0)
+			break;
+		if (err && toks[i] != r->idx)
+			spilled++;
+		done += err;
+	}
+	spin_lock_bh(&r->lock);
+	WRITE_ONCE(a->ktail, a->ktail + done);
+	WRITE_ONCE(a->pending, a->pending - i);
+	WRITE_ONCE(a->inflight, a->inflight - n);
+	self->st.delivered += done;
+	self->st.spilled_in += spilled;
+	if (err < 0) {
+		unsigned int j;
+
+		/* toks[i..n) back to the front, in their order */
+		for (j = n; j-- > i;) {
+			WRITE_ONCE(r->tok_head, r->tok_head - 1);
+			r->tokens[r->tok_head & mask] = toks[j];
+		}
+		WRITE_ONCE(a->refusing, 1);
+	}
+	spw_refile(g, r->idx);
 	spw_ring_work_posted_locked(r);
-	spin_unlock_bh(&r->group->lock);
-	/* pairs with the library's load-acquire of the tail */
-	smp_store_release(&r->hdr->tail, spw_acct(r)->ktail);
+	spin_unlock_bh(&r->lock);
+	*posted += done;
+	if (err < 0)
+		spw_ring_rehome(r, true);
+	return err < 0 ? err : 0;
 }
 
 /*
@@ -359,7 +395,8 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget,
 		goto out;
 	*owner = r->owner_id;
 	for (;;) {
-		u32 origin;
+		u32 toks[SPW_BATCH];
+		unsigned int n;
 		int err;
 
 		used = spw_ring_used(r);
@@ -372,26 +409,23 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget,
 			ret = -EINVAL;
 			break;
 		}
-		if (used >= g->entries || posted >= *budget)
+		n = min3(g->entries - (unsigned int)used, *budget - posted,
+			 (unsigned int)SPW_BATCH);
+		if (!n)
 			break;
-		spin_lock_bh(&g->lock);
-		/* nothing of our own: take what waits behind a stalled sibling */
-		if (r->tok_head == r->tok_tail && !spw_ring_steal_locked(r)) {
-			spin_unlock_bh(&g->lock);
+		n = spw_ring_take(r, toks, n);
+		if (!n)
 			break;
-		}
-		origin = spw_token_pop_locked(r);
-		spin_unlock_bh(&g->lock);
-
-		err = spw_ring_post_one(r, origin, aflags);
+		err = spw_ring_post_batch(r, toks, n, aflags, &posted);
 		if (err < 0) {
 			ret = err;
 			break;
 		}
-		posted += err;
 	}
-	if (posted)
-		spw_ring_commit(r);
+	if (posted) {
+		/* the one release of the tail per call; pairs with the library's acquire */
+		smp_store_release(&r->hdr->tail, spw_acct(r)->ktail);
+	}
 	*budget -= posted;
 	*stop = ret < 0;
 	if (ret >= 0 || posted) {
@@ -405,7 +439,7 @@ out:
 
 static bool spw_ring_has_tokens(struct spw_ring *r)
 {
-	return READ_ONCE(r->tok_head) != READ_ONCE(r->tok_tail);
+	return spw_fifo_len(r) != 0;
 }
 
 /*
@@ -419,31 +453,31 @@ static void spw_ring_touch(struct spw_ring *r, int waiting, bool poll)
 	struct spw_group *g = r->group;
 	struct spw_ring_acct *a = spw_acct(r);
 
-	spin_lock_bh(&g->lock);
+	spin_lock_bh(&r->lock);
 	/*
 	 * Entering is progress. Polling is only while nothing waits for an
 	 * enter: a consumer that keeps polling a readable ring without ever
 	 * entering is not taking its work, and must not look responsive.
 	 */
 	if (!poll || r->tok_head == r->tok_tail) {
-		a->last_active = (unsigned int)jiffies;
-		a->work_since = a->last_active;
+		WRITE_ONCE(a->last_active, (unsigned int)jiffies);
+		WRITE_ONCE(a->work_since, a->last_active);
 	}
-	a->waiting += waiting;
+	WRITE_ONCE(a->waiting, a->waiting + waiting);
 	if (poll)
-		a->polled = 1;
-	a->refusing = 0;
+		WRITE_ONCE(a->polled, 1);
+	WRITE_ONCE(a->refusing, 0);
 	if (g->cpu_ring && a->live)
-		g->cpu_ring[smp_processor_id()] = r->idx;
-	spw_refile_locked(g, r->idx);
-	spin_unlock_bh(&g->lock);
+		WRITE_ONCE(g->cpu_ring[smp_processor_id()], r->idx);
+	spw_refile(g, r->idx);
+	spin_unlock_bh(&r->lock);
 }
 
 /*
- * A poll: the consumer waits in poll/epoll/io_uring. Without the group
+ * A poll: the consumer waits in poll/epoll/io_uring. Without the ring's
  * lock when nothing would change (marked as polling already in this
  * jiffy, able to take work, nothing waiting): an idle event loop's polls
- * must not make it the group lock's busiest user. A poll within the same
+ * must not make it its ring lock's busiest user. A poll within the same
  * jiffy changes no clock the policy reads.
  */
 static void spw_ring_poll_touch(struct spw_ring *r)
@@ -612,9 +646,9 @@ static int spw_ring_flush(struct file *file, fl_owner_t id)
 		/* pairs with the library's load-acquire of the owner */
 		smp_store_release(&r->hdr->owner, 0);
 		WRITE_ONCE(r->owner, NULL);
-		spin_lock_bh(&g->lock);
-		spw_refile_locked(g, r->idx);
-		spin_unlock_bh(&g->lock);
+		spin_lock_bh(&r->lock);
+		spw_refile(g, r->idx);
+		spin_unlock_bh(&r->lock);
 	}
 	mutex_unlock(&r->post_lock);
 	return 0;
@@ -639,7 +673,7 @@ static bool spw_sibling_live_locked(const struct spw_group *g,
 	lockdep_assert_held(&g->lock);
 	/* O(members), at a ring's last close only */
 	for (i = 0; i < g->nr; i++)
-		if (i != self && g->acct[i].live)
+		if (i != self && READ_ONCE(g->acct[i].live))
 			return true;
 	return false;
 }
@@ -651,9 +685,11 @@ static bool spw_sibling_live_locked(const struct spw_group *g,
 static void spw_ring_set_closed_locked(struct spw_ring *r)
 {
 	lockdep_assert_held(&r->group->lock);
-	spw_acct(r)->live = 0;
+	spin_lock(&r->lock);
+	WRITE_ONCE(spw_acct(r)->live, 0);
 	r->state = SPW_MEMBER_CLOSED;
-	spw_refile_locked(r->group, r->idx);
+	spw_refile(r->group, r->idx);
+	spin_unlock(&r->lock);
 }
 
 /*
@@ -698,17 +734,24 @@ static int spw_ring_prepare(struct spw_ring *r)
 	hdr->nr_members = g->nr;
 	hdr->cqes_offset = SPW_CQES_OFFSET;
 	spin_lock_bh(&g->lock);
+	spin_lock(&r->lock);
 	r->hdr = hdr;
 	r->cqes = (void *)hdr + SPW_CQES_OFFSET;
+	spin_unlock(&r->lock);
 	spin_unlock_bh(&g->lock);
 	return 0;
 }
 
-/* Detach @r's shared memory (the group lock orders it with its readers). */
+/*
+ * Detach @r's shared memory: its lock orders this with the writers of its
+ * flags. The policy's lockless readers of the head are waited for by the
+ * caller (spw_ring_deactivate()).
+ */
 static void spw_ring_mem_detach(struct spw_ring *r, struct spw_ring_hdr **hdr,
 				struct page ***pages)
 {
 	lockdep_assert_held(&r->group->lock);
+	lockdep_assert_held(&r->lock);
 	*hdr = r->hdr;
 	*pages = r->pages;
 	r->hdr = NULL;
@@ -725,8 +768,11 @@ static void spw_ring_unprepare(struct spw_ring *r)
 
 	lockdep_assert_held(&g->open_lock);
 	spin_lock_bh(&g->lock);
+	spin_lock(&r->lock);
 	spw_ring_mem_detach(r, &hdr, &pages);
+	spin_unlock(&r->lock);
 	spin_unlock_bh(&g->lock);
+	/* never published to the policy (acct->khead): nobody read it */
 	spw_ring_mem_free(hdr, pages, r->nr_pages);
 }
 
@@ -742,19 +788,21 @@ static void spw_ring_publish(struct spw_ring *r)
 
 	lockdep_assert_held(&g->open_lock);
 	spin_lock_bh(&g->lock);
+	spin_lock(&r->lock);
 	/* acct->ktail is 0 since init or the last close */
-	a->khead = &r->hdr->head;
-	a->live = 1;
-	a->unattended = 0;
-	a->refusing = 0;
-	a->polled = 0;
-	a->last_active = (unsigned int)jiffies;
-	a->work_since = a->last_active;
-	r->seen_seq = g->steal_seq;
+	WRITE_ONCE(a->khead, &r->hdr->head);
+	WRITE_ONCE(a->live, 1);
+	WRITE_ONCE(a->unattended, 0);
+	WRITE_ONCE(a->refusing, 0);
+	WRITE_ONCE(a->polled, 0);
+	WRITE_ONCE(a->last_active, (unsigned int)jiffies);
+	WRITE_ONCE(a->work_since, a->last_active);
+	WRITE_ONCE(r->seen_seq, g->steal_seq);
 	r->state = SPW_MEMBER_OPEN;
-	spw_refile_locked(g, r->idx);
+	spw_refile(g, r->idx);
 	if (r->tok_head != r->tok_tail)
 		spw_hdr_set_flags(r->hdr, SPW_RING_F_WORK_PENDING);
+	spin_unlock(&r->lock);
 	vacant = spw_ring_end_vacancy_locked(r);
 	spin_unlock_bh(&g->lock);
 	if (vacant)
@@ -782,30 +830,40 @@ static void spw_ring_deactivate(struct spw_ring *r, bool rehome)
 
 	lockdep_assert_held(&g->open_lock);
 	spin_lock_bh(&g->lock);
-	if (!rehome) {
-		a->live = 0;
-		r->state = SPW_MEMBER_CLOSED;
-		a->pending = 0;
-		r->tok_head = r->tok_tail;
-	} else if (spw_sibling_live_locked(g, r->idx)) {
+	if (rehome && spw_sibling_live_locked(g, r->idx)) {
 		spw_ring_set_closed_locked(r);
 		move = true;
-	} else {
+	}
+	spin_lock(&r->lock);
+	if (!rehome) {
+		WRITE_ONCE(a->live, 0);
+		r->state = SPW_MEMBER_CLOSED;
+		WRITE_ONCE(a->pending, 0);
+		WRITE_ONCE(r->tok_head, r->tok_tail);
+	} else if (!move) {
 		/* poll no longer stands for a consumer that is idle */
-		a->polled = 0;
-		a->unattended = 1;
+		WRITE_ONCE(a->polled, 0);
+		WRITE_ONCE(a->unattended, 1);
 		r->state = SPW_MEMBER_VACANT;
 	}
 	/* CQEs already posted belong to the consumer's file table */
-	a->khead = &r->dummy_head;
-	a->ktail = 0;
-	a->refusing = 0;
+	WRITE_ONCE(a->khead, &r->dummy_head);
+	WRITE_ONCE(a->ktail, 0);
+	WRITE_ONCE(a->refusing, 0);
 	/* a VACANT ring's load is its tokens alone now */
-	spw_refile_locked(g, r->idx);
+	spw_refile(g, r->idx);
 	spw_ring_mem_detach(r, &hdr, &pages);
+	spin_unlock(&r->lock);
 	spin_unlock_bh(&g->lock);
 	if (move)
 		spw_ring_rehome(r, false);
+	/*
+	 * A placement decision may still read the old head through the
+	 * pointer it loaded (softirq or BHs off: an RCU read side); the
+	 * pages go once every such reader is done.
+	 */
+	if (hdr)
+		synchronize_rcu();
 	spw_ring_mem_free(hdr, pages, r->nr_pages);
 	/* no fd is left, so no enter holds post_lock */
 	r->owner = NULL;

@@ -12,6 +12,8 @@
  *    lock each time.
  *  - rehome: a ring's waiting connections move to a sibling with the group
  *    lock (bottom halves off) dropped every SPW_BATCH of them.
+ *  - hot path: an arrival takes no group-wide lock, and an enter takes its
+ *    ring's lock a few times per batch, not per connection.
  *
  * Fault injection and lock statistics exist on the debug kernels only;
  * elsewhere these tests skip.
@@ -30,6 +32,7 @@
 
 #define FAILSLAB "/sys/kernel/debug/failslab/"
 #define GROUP_LOCK "&g->lock"
+#define RING_LOCK "&r->lock"
 
 static void wait_stats(int gfd, unsigned m, unsigned pending, unsigned dropping)
 {
@@ -43,6 +46,14 @@ static void wait_stats(int gfd, unsigned m, unsigned pending, unsigned dropping)
 	}
 	cr_assert_fail("member %u: %u pending, %llu dropping; want %u, %u", m,
 		       ms[m].pending, (unsigned long long)st.dropping, pending, dropping);
+}
+
+/* Acquisitions of lock class @name since the reset; 0 when it was not taken. */
+static long acquisitions(const char *name)
+{
+	long n = t_lock_acquisitions(name);
+
+	return n < 0 ? 0 : n;
 }
 
 static int live_groups(void)
@@ -145,7 +156,7 @@ Test(teardown, a_drop_retry_does_not_outlive_its_group, .timeout = 60)
  * nothing waiting) takes no lock: 2000 idle polls take it at most once a
  * jiffy (a millisecond at most), not 2000 times.
  */
-Test(poll, idle_polls_do_not_take_the_group_lock, .timeout = 60)
+Test(poll, idle_polls_do_not_take_a_lock_each, .timeout = 60)
 {
 	int lfd = t_listener(AF_INET, 0, false, 16);
 	int gfd = t_group(&lfd, 1, 8);
@@ -160,9 +171,9 @@ Test(poll, idle_polls_do_not_take_the_group_lock, .timeout = 60)
 		cr_assert_eq(poll(&(struct pollfd){ .fd = ring.ring_fd, .events = POLLIN },
 				  1, 0), 0);
 	ms = t_now_ms() - t0;
-	acq = t_lock_acquisitions(GROUP_LOCK);
-	cr_log_info("2000 polls in %ld ms took the group lock %ld times", ms, acq);
-	cr_expect_lt(acq, 1000, "2000 idle polls took the group lock %ld times", acq);
+	acq = acquisitions(GROUP_LOCK) + acquisitions(RING_LOCK);
+	cr_log_info("2000 polls in %ld ms took the group and ring locks %ld times", ms, acq);
+	cr_expect_lt(acq, 1000, "2000 idle polls took the group and ring locks %ld times", acq);
 	cr_expect_leq(acq, ms + 10, "%ld acquisitions in %ld ms: more than one a jiffy",
 		      acq, ms);
 	spw_ring_exit(&ring);
@@ -216,4 +227,89 @@ Test(rehome, a_closing_ring_drops_the_lock_every_batch, .timeout = 300)
 	close(gfd);
 	close(lfd[0]);
 	close(lfd[1]);
+}
+
+/*
+ * The arrival path: a connection is placed under its listener's lock and
+ * the target ring's, never the group lock (which every member's arrivals
+ * would share, as SO_REUSEPORT's listeners share nothing). Two members,
+ * their rings open and not entered: N arrivals, each placed.
+ */
+Test(hotpath, arrivals_take_no_group_lock, .timeout = 120)
+{
+	enum { N = 200, ENTRIES = 256 };
+	int lfd[2], gfd, cfd[N];
+	struct spw_member_stats ms[2];
+	struct spw_ring ring[2];
+	long acq, racq;
+
+	lfd[0] = t_listener(AF_INET, 0, false, N);
+	lfd[1] = t_listener(AF_INET, 0, false, N);
+	gfd = t_group(lfd, 2, ENTRIES);
+	t_ring(&ring[0], gfd, 0);
+	t_ring(&ring[1], gfd, 1);
+	if (!t_lock_stat_reset())
+		cr_skip_test("no lock statistics (CONFIG_LOCK_STAT) here");
+	for (unsigned i = 0; i < N; i++)
+		cfd[i] = t_connect(AF_INET, t_port(lfd[i % 2]));
+	wait_stats(gfd, 0, N / 2, 0);
+	wait_stats(gfd, 1, N / 2, 0);
+	acq = acquisitions(GROUP_LOCK);
+	racq = acquisitions(RING_LOCK);
+	cr_log_info("%d arrivals took the group lock %ld times, the ring locks %ld times",
+		    N, acq, racq);
+	cr_expect_leq(acq, N / 10, "%d arrivals took the group lock %ld times", N, acq);
+	cr_assert_eq(spw_group_stats(gfd, ms, 2), 2);
+	cr_expect_eq(ms[0].arrived + ms[1].arrived, (unsigned long long)N);
+	for (unsigned i = 0; i < N; i++)
+		close(cfd[i]);
+	spw_ring_exit(&ring[0]);
+	spw_ring_exit(&ring[1]);
+	close(gfd);
+	close(lfd[0]);
+	close(lfd[1]);
+}
+
+/*
+ * The enter: N connections wait on the ring; one enter hands all of them
+ * over. It takes the ring's lock a few times per batch of SPW_BATCH (64),
+ * and the group lock not at all, where it took the group lock three
+ * times per connection.
+ */
+Test(hotpath, an_enter_takes_its_ring_lock_per_batch, .timeout = 120)
+{
+	enum { N = 128 };
+	int lfd, gfd, cfd[N];
+	struct spw_ring ring;
+	long acq, racq;
+	unsigned head, seen = 0;
+	struct spw_cqe *cqe;
+
+	lfd = t_listener(AF_INET, 0, false, N);
+	gfd = t_group(&lfd, 1, N);
+	t_ring(&ring, gfd, 0);
+	for (unsigned i = 0; i < N; i++)
+		cfd[i] = t_connect(AF_INET, t_port(lfd));
+	wait_stats(gfd, 0, N, 0);
+	if (!t_lock_stat_reset())
+		cr_skip_test("no lock statistics (CONFIG_LOCK_STAT) here");
+	cr_assert_eq(spw_enter(&ring, N, NULL), N);
+	acq = acquisitions(GROUP_LOCK);
+	racq = acquisitions(RING_LOCK);
+	cr_log_info("handing over %d connections took the group lock %ld times, the ring lock %ld times",
+		    N, acq, racq);
+	cr_expect_leq(acq + racq, 4 * (N / 64) + 4,
+		      "an enter of %d took the group lock %ld and the ring lock %ld times",
+		      N, acq, racq);
+	spw_for_each_cqe(&ring, head, cqe) {
+		close(cqe->fd);
+		seen++;
+	}
+	spw_cq_advance(&ring, seen);
+	cr_expect_eq(seen, (unsigned)N);
+	for (unsigned i = 0; i < N; i++)
+		close(cfd[i]);
+	spw_ring_exit(&ring);
+	close(gfd);
+	close(lfd);
 }
