@@ -129,7 +129,10 @@ static void spw_check_layout(void)
 	BUILD_BUG_ON(sizeof(struct spw_ring_open) != 40);
 	BUILD_BUG_ON(sizeof(struct spw_enter) != 32);
 	BUILD_BUG_ON(sizeof(struct spw_addr) != 32);
-	BUILD_BUG_ON(sizeof(struct spw_cqe) != 112);
+	/* one cache line (ABI 5) */
+	BUILD_BUG_ON(sizeof(struct spw_cqe) != 64);
+	BUILD_BUG_ON(offsetof(struct spw_ring_hdr, served) + sizeof(struct spw_addr) >
+		     offsetof(struct spw_ring_hdr, delivered));
 	BUILD_BUG_ON(SPW_KIND_ORIGIN != SPW_POLICY_ORIGIN);
 	BUILD_BUG_ON(SPW_KIND_LEAST != SPW_POLICY_LEAST);
 	BUILD_BUG_ON(SPW_KIND_P2C != SPW_POLICY_P2C);

@@ -149,7 +149,12 @@ static size_t spw_ring_bytes(const struct spw_group *g)
 	return SPW_CQES_OFFSET + (size_t)g->entries * sizeof(struct spw_cqe);
 }
 
-static void spw_cqe_fill_addrs(struct spw_cqe *cqe, struct socket *sock)
+/*
+ * The client's address. The local end is not copied: it is the fd's own
+ * (getsockname() when a server asks), and the member's address is in the
+ * ring header (struct spw_cqe).
+ */
+static void spw_cqe_fill_peer(struct spw_cqe *cqe, struct socket *sock)
 {
 	struct sockaddr_storage ss;
 
@@ -157,10 +162,6 @@ static void spw_cqe_fill_addrs(struct spw_cqe *cqe, struct socket *sock)
 	if (kernel_getpeername(sock, (struct sockaddr *)&ss) < 0)
 		ss.ss_family = AF_UNSPEC;
 	spw_addr_fill(&cqe->peer, &ss);
-	memset(&ss, 0, sizeof(ss));
-	if (kernel_getsockname(sock, (struct sockaddr *)&ss) < 0)
-		ss.ss_family = AF_UNSPEC;
-	spw_addr_fill(&cqe->local, &ss);
 }
 
 /* Slots in use per the consumer's head, or -1 when the head is garbage. */
@@ -265,14 +266,15 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags,
 		goto err_file;
 
 	cqe = &r->cqes[slot & (g->entries - 1)];
-	spw_cqe_fill_addrs(cqe, sock);
+	spw_cqe_fill_peer(cqe, sock);
 	cqe->fd = fd;
 	cqe->flags = 0;
 	if (origin != r->idx)
 		cqe->flags = SPW_CQE_F_SPILLED;
 	cqe->origin = origin;
 	cqe->member = r->idx;
-	cqe->served = g->members[r->idx].bound;
+	cqe->resv[0] = 0;
+	cqe->resv[1] = 0;
 	fd_install(fd, file);
 	spw_token_finish(r, m, false);
 	return 1;
@@ -733,6 +735,7 @@ static int spw_ring_prepare(struct spw_ring *r)
 	hdr->member = r->idx;
 	hdr->nr_members = g->nr;
 	hdr->cqes_offset = SPW_CQES_OFFSET;
+	hdr->served = g->members[r->idx].bound;
 	spin_lock_bh(&g->lock);
 	spin_lock(&r->lock);
 	r->hdr = hdr;
@@ -911,6 +914,7 @@ long spw_ring_open(struct spw_group *g, struct spw_ring_open __user *uarg)
 	args.nr_members = g->nr;
 	args.ring_bytes = spw_ring_bytes(g);
 	args.cqes_offset = SPW_CQES_OFFSET;
+	args.cqe_size = sizeof(struct spw_cqe);
 	if (copy_to_user(uarg, &args, sizeof(args)))
 		return -EFAULT;
 

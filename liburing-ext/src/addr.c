@@ -64,16 +64,25 @@ static int spw_addr_copyout(const struct spw_addr *a, struct sockaddr *sa,
 	return 0;
 }
 
+/*
+ * The address the client asked for is the connection's local end: the
+ * fd's own, as for any accepted socket (one getsockname(), only when a
+ * server asks; a CQE does not carry it).
+ */
 int spw_cqe_requested_addr(const struct spw_ring *ring, const struct spw_cqe *cqe,
 			   struct sockaddr *sa, socklen_t *len)
 {
 	(void)ring;
-	return spw_addr_copyout(&cqe->local, sa, len);
+	if (!cqe || !len)
+		return -EINVAL;
+	return getsockname(cqe->fd, sa, len) ? -errno : 0;
 }
 
+/* The address the ring's member serves: the same for every CQE of the ring. */
 int spw_cqe_served_addr(const struct spw_ring *ring, const struct spw_cqe *cqe,
 			struct sockaddr *sa, socklen_t *len)
 {
-	(void)ring;
-	return spw_addr_copyout(&cqe->served, sa, len);
+	if (!ring || !ring->hdr || !cqe)
+		return -EINVAL;
+	return spw_addr_copyout(&ring->hdr->served, sa, len);
 }

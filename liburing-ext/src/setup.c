@@ -185,11 +185,18 @@ int spw_member_listener(int group_fd, unsigned member)
 int spw_ring_open(int group_fd, unsigned member)
 {
 	struct spw_ring_open args;
+	int fd;
 
 	memset(&args, 0, sizeof(args));
 	args.member = member;
 	args.flags = SPW_RING_OPEN_F_CLOEXEC;
-	return __spw_ioctl(group_fd, SPW_IOC_RING_OPEN, &args);
+	fd = __spw_ioctl(group_fd, SPW_IOC_RING_OPEN, &args);
+	/* a module whose CQEs are not ours (it would be another ioctl number) */
+	if (fd >= 0 && args.cqe_size != sizeof(struct spw_cqe)) {
+		close(fd);
+		return -EPROTO;
+	}
+	return fd;
 }
 
 /*

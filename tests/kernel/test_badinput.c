@@ -168,7 +168,7 @@ Test(badinput, ring_open_and_enter_reject_malformed_requests)
 	int gfd = t_group(&lfd, 1, 4);
 	struct spw_ring_open o = { .member = 1 };
 	struct spw_enter e = { 0 };
-	int rfd;
+	int rfd, fd2;
 
 	cr_expect_eq(spw_ring_open(gfd, 1), -EINVAL, "member out of range");
 	cr_expect_eq(spw_ring_open(gfd, ~0u), -EINVAL);
@@ -200,6 +200,16 @@ Test(badinput, ring_open_and_enter_reject_malformed_requests)
 	cr_expect_eq(errno, ENOTTY);
 	cr_expect_eq(ioctl(rfd, _IO(SPW_IOC_MAGIC, 99)), -1);
 	cr_expect_eq(errno, ENOTTY);
+	/* ABI 4's RING_OPEN (112-byte CQEs): refused, not misread */
+	o = (struct spw_ring_open){ .member = 0 };
+	cr_expect_eq(ioctl(gfd, _IOWR(SPW_IOC_MAGIC, 2, struct spw_ring_open), &o), -1);
+	cr_expect_eq(errno, ENOTTY);
+	o = (struct spw_ring_open){ .member = 0 };
+	fd2 = ioctl(gfd, SPW_IOC_RING_OPEN, &o);
+	cr_assert_geq(fd2, 0);
+	cr_expect_eq(o.cqe_size, sizeof(struct spw_cqe));
+	cr_expect_eq(o.cqe_size, 64u);
+	close(fd2);
 	/* mmap beyond the ring or at an offset */
 	cr_expect_eq(mmap(NULL, 1 << 20, PROT_READ, MAP_SHARED, rfd, 0), MAP_FAILED);
 	cr_expect_eq(mmap(NULL, 4096, PROT_READ, MAP_SHARED, rfd, 4096), MAP_FAILED);

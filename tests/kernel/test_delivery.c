@@ -41,8 +41,19 @@ static void one_connection(int family)
 	cr_expect_eq(cqe.flags, 0u);
 	cr_expect_eq(cqe.origin, 0u);
 	cr_expect_eq(cqe.member, 0u);
-	cr_expect_eq(cqe.local.family, (unsigned)family);
-	cr_expect_eq(cqe.local.port, port);
+	{
+		/* the local end (the fd's own) and the member's address (the header's) */
+		struct sockaddr_storage req, srv;
+		socklen_t rlen = sizeof(req), slen = sizeof(srv);
+
+		cr_assert_eq(spw_cqe_requested_addr(&ring, &cqe, (void *)&req, &rlen), 0);
+		cr_expect_eq(req.ss_family, family);
+		cr_expect_eq(ntohs(((struct sockaddr_in *)&req)->sin_port), port);
+		cr_assert_eq(spw_cqe_served_addr(&ring, &cqe, (void *)&srv, &slen), 0);
+		cr_expect_eq(srv.ss_family, family);
+		cr_expect_eq(rlen, slen);
+		cr_expect_eq(memcmp(&req, &srv, rlen), 0, "a member's own connection is served as asked");
+	}
 	cr_assert_eq(getsockname(cfd, (void *)&cl, &len), 0);
 	cr_expect_eq(cqe.peer.family, (unsigned)family);
 	cr_expect_eq(cqe.peer.port, ntohs(((struct sockaddr_in *)&cl)->sin_port));

@@ -416,7 +416,7 @@ static int cg_write(const char *cg, const char *file, const char *val)
 }
 
 /*
- * A 32768-entry ring maps 3.5 MiB (32768 CQEs of 112 bytes). Its memory
+ * A 32768-entry ring maps 2 MiB (32768 CQEs of 64 bytes). Its memory
  * is the opener's: charged to the opener's memory cgroup, and past
  * memory.max ring opens fail with -ENOMEM while the rest of the machine
  * is untouched.
@@ -455,12 +455,12 @@ Test(memcg, ring_memory_is_charged_and_limited, .timeout = 60)
 		if (rfd[0] < 0)
 			_exit(22);
 		opened = 1;
-		/* the ring's pages (3.5 MiB) are the opener's */
-		if (after - before < 2 * 1024 * 1024)
+		/* the ring's pages (2 MiB) are the opener's */
+		if (after - before < 3 * 512 * 1024)
 			rc |= 1;
 		/*
 		 * Lower the limit to what is used plus 1 MiB (room for the
-		 * child's own pages): the next 3.5 MiB ring cannot fit.
+		 * child's own pages): the next 2 MiB ring cannot fit.
 		 */
 		snprintf(pidbuf, sizeof(pidbuf), "%ld", after + 1024 * 1024);
 		if (cg_write(cg, "memory.max", pidbuf))

@@ -9,6 +9,8 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "spillway.h"
 
@@ -172,44 +174,78 @@ Test(params, nonzero_reserved_fields_are_rejected)
 		     -EINVAL);
 }
 
-/* The CQE address accessors copy out as accept() does. */
+/*
+ * The CQE address accessors copy out as accept() does: the served address
+ * from the ring header, the requested one from the fd (a CQE does not
+ * carry it).
+ */
 Test(addr, cqe_addresses_copy_out_like_accept)
 {
+	struct spw_ring_hdr hdr = { 0 };
+	struct spw_ring ring = { .hdr = &hdr };
 	struct spw_cqe cqe = { 0 };
 	struct sockaddr_in6 sin6;
-	struct sockaddr_in sin;
+	struct sockaddr_in sin = { .sin_family = AF_INET };
 	socklen_t len;
+	int lfd, cfd;
 
-	cqe.local.family = AF_INET;
-	cqe.local.port = 8080;
-	cqe.local.addr[0] = htonl(0x7f000002);
-	cqe.served.family = AF_INET6;
-	cqe.served.port = 8080;
-	cqe.served.addr[3] = htonl(1);		/* ::1 */
-
+	/* a connection of our own: its local end is what the client asked for */
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(listen(lfd, 1), 0);
 	len = sizeof(sin);
-	cr_assert_eq(spw_cqe_requested_addr(NULL, &cqe, (struct sockaddr *)&sin, &len), 0);
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+	cfd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_eq(connect(cfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cqe.fd = accept(lfd, NULL, NULL);
+	cr_assert_geq(cqe.fd, 0);
+	hdr.served.family = AF_INET6;
+	hdr.served.port = 8080;
+	hdr.served.addr[3] = htonl(1);		/* ::1 */
+
+	memset(&sin, 0, sizeof(sin));
+	len = sizeof(sin);
+	cr_assert_eq(spw_cqe_requested_addr(&ring, &cqe, (struct sockaddr *)&sin, &len), 0);
 	cr_expect_eq(len, sizeof(sin));
 	cr_expect_eq(sin.sin_family, AF_INET);
-	cr_expect_eq(ntohs(sin.sin_port), 8080);
-	cr_expect_eq(ntohl(sin.sin_addr.s_addr), 0x7f000002u);
+	cr_expect_eq(ntohl(sin.sin_addr.s_addr), INADDR_LOOPBACK);
 
 	len = sizeof(sin6);
-	cr_assert_eq(spw_cqe_served_addr(NULL, &cqe, (struct sockaddr *)&sin6, &len), 0);
+	cr_assert_eq(spw_cqe_served_addr(&ring, &cqe, (struct sockaddr *)&sin6, &len), 0);
 	cr_expect_eq(len, sizeof(sin6));
 	cr_expect_eq(sin6.sin6_family, AF_INET6);
+	cr_expect_eq(ntohs(sin6.sin6_port), 8080);
 	cr_expect(IN6_IS_ADDR_LOOPBACK(&sin6.sin6_addr));
 
 	/* a short buffer gets the start of the address and the full length */
 	memset(&sin6, 0xee, sizeof(sin6));
 	len = 4;
-	cr_assert_eq(spw_cqe_served_addr(NULL, &cqe, (struct sockaddr *)&sin6, &len), 0);
+	cr_assert_eq(spw_cqe_served_addr(&ring, &cqe, (struct sockaddr *)&sin6, &len), 0);
 	cr_expect_eq(len, sizeof(sin6));
 	cr_expect_eq(sin6.sin6_family, AF_INET6);
 	cr_expect_eq(((unsigned char *)&sin6)[4], 0xee, "wrote past the buffer");
 
-	cqe.local.family = 0;
-	len = sizeof(sin);
-	cr_expect_eq(spw_cqe_requested_addr(NULL, &cqe, (struct sockaddr *)&sin, &len),
+	/* no ring, or a header with no address: an error, not garbage */
+	len = sizeof(sin6);
+	cr_expect_eq(spw_cqe_served_addr(NULL, &cqe, (struct sockaddr *)&sin6, &len), -EINVAL);
+	hdr.served.family = 0;
+	cr_expect_eq(spw_cqe_served_addr(&ring, &cqe, (struct sockaddr *)&sin6, &len),
 		     -EAFNOSUPPORT);
+	close(cqe.fd);
+	cqe.fd = cfd + 1000;	/* not an fd */
+	len = sizeof(sin);
+	cr_expect_eq(spw_cqe_requested_addr(&ring, &cqe, (struct sockaddr *)&sin, &len),
+		     -EBADF);
+	close(cfd);
+	close(lfd);
+}
+
+/* A CQE is one cache line; the header keeps its cache-line layout. */
+Test(abi, a_cqe_is_one_cache_line)
+{
+	cr_expect_eq(sizeof(struct spw_cqe), 64);
+	cr_expect_eq(sizeof(struct spw_ring_hdr) % 64, 0);
+	cr_expect_eq(sizeof(((struct spw_ring_hdr *)0)->served), sizeof(struct spw_addr));
 }

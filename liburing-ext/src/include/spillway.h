@@ -134,6 +134,9 @@ int spw_addr_to_sockaddr(const struct spw_addr *a, struct sockaddr *sa,
  * whose ring serves it; they differ when a connection spilled between
  * members bound to different addresses. @len is in/out as for accept():
  * the full length is stored, and the address is truncated to the buffer.
+ * The first is the fd's local address (one getsockname(): a CQE does not
+ * carry it), the second is read from @ring's header (no system call).
+ * Both return 0 or -errno.
  */
 int spw_cqe_requested_addr(const struct spw_ring *ring, const struct spw_cqe *cqe,
 			   struct sockaddr *sa, socklen_t *len);

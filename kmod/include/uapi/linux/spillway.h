@@ -35,7 +35,7 @@
 #include <linux/types.h>
 
 #define SPW_DEVICE_PATH		"/dev/spillway"
-#define SPW_ABI_VERSION		4
+#define SPW_ABI_VERSION		5
 
 #define SPW_MAX_MEMBERS		1024
 #define SPW_MAX_RING_ENTRIES	32768
@@ -122,7 +122,8 @@ struct spw_ring_open {
 	__u32	nr_members;	/* out */
 	__u64	ring_bytes;	/* out: mmap length */
 	__u32	cqes_offset;	/* out: byte offset of the CQE array */
-	__u32	resv[3];	/* must be zero */
+	__u32	cqe_size;	/* out: sizeof(struct spw_cqe), the array's stride */
+	__u32	resv[2];	/* must be zero */
 };
 
 /* struct spw_enter.flags */
@@ -214,6 +215,15 @@ struct spw_group_stats {
 	__u64	resv2[2];	/* out: written as zero */
 };
 
+/* struct spw_addr: an IPv4 or IPv6 socket address. */
+struct spw_addr {
+	__u32	family;		/* AF_INET or AF_INET6 */
+	__u32	port;		/* host byte order */
+	__u32	addr[4];	/* network byte order; IPv4 uses addr[0] */
+	__u32	scope_id;	/* IPv6 only */
+	__u32	resv;
+};
+
 /*
  * The shared ring: mmap offset 0 of a ring fd. The header and the CQE
  * array never share a cache line, nor do the fields the consumer writes
@@ -243,7 +253,12 @@ struct spw_ring_hdr {
 	 * CQEs up to that @tail.
 	 */
 	__u32	owner;
-	__u32	resv1[8];
+	/*
+	 * Written once by the kernel at open: the address of the member
+	 * this ring serves (its listener's bound address), which every CQE
+	 * of the ring is served "as" (spw_cqe_served_addr()).
+	 */
+	struct spw_addr served;
 
 	/*
 	 * Written by the kernel, for cheap observation; the authoritative
@@ -260,50 +275,39 @@ struct spw_ring_hdr {
 #define SPW_RING_F_WORK_PENDING	_BITUL(0)	/* connections wait for an enter */
 #define SPW_RING_F_DROPPED	_BITUL(1)	/* a connection of this member was reset */
 
-/* struct spw_addr: an IPv4 or IPv6 socket address. */
-struct spw_addr {
-	__u32	family;		/* AF_INET or AF_INET6 */
-	__u32	port;		/* host byte order */
-	__u32	addr[4];	/* network byte order; IPv4 uses addr[0] */
-	__u32	scope_id;	/* IPv6 only */
-	__u32	resv;
-};
-
 /* struct spw_cqe.flags */
 /* arrived on @origin, whose ring was full or stalled */
 #define SPW_CQE_F_SPILLED	_BITUL(0)
 
+/*
+ * One completion: one cache line (64 bytes). What a server needs for
+ * every connection is here; the addresses of the local end are not (ABI
+ * 4 carried them, 112 bytes): the address the client asked for is the
+ * fd's own (getsockname(), spw_cqe_requested_addr(), only when asked),
+ * and the address the ring's member serves is in the ring header
+ * (spw_ring_hdr.served), the same for every CQE of the ring.
+ */
 struct spw_cqe {
 	__s32	fd;		/* connected socket, installed in the caller's table */
 	__u32	flags;		/* SPW_CQE_F_* */
 	__u32	origin;		/* member the connection arrived on */
 	__u32	member;		/* member whose ring this is */
 	struct spw_addr peer;	/* the client */
-	/*
-	 * The address the client asked for: the local end of the connection,
-	 * which is the origin member's address (or, for a member bound to a
-	 * wildcard, the address the SYN was sent to).
-	 */
-	struct spw_addr local;
-	/*
-	 * The address of the member whose ring serves it (@member's bound
-	 * address). It differs from @local when a connection spilled between
-	 * members bound to different addresses: the server answers "as"
-	 * @served, but TCP's 4-tuple cannot change, so the client still talks
-	 * to @local (docs/architecture.md, "Different addresses").
-	 */
-	struct spw_addr served;
+	__u64	resv[2];	/* written as zero */
 };
 
 /*
  * 0xBA: free in Documentation/userspace-api/ioctl/ioctl-number.rst of
  * 6.1 and 6.12 (ABI 3 used 0xB7, which is nsfs's NSIO). Number 5 was
  * SPW_IOC_GROUP_LISTEN, retired in ABI 4: spw_group_listen() makes the
- * listeners in user space, where every bind/listen check runs.
+ * listeners in user space, where every bind/listen check runs. Number 2
+ * was ABI 4's RING_OPEN, whose rings held 112-byte CQEs: a library built
+ * for them gets -ENOTTY from ABI 5's module rather than misreading its
+ * 64-byte CQEs.
  */
 #define SPW_IOC_MAGIC		0xBA
 #define SPW_IOC_GROUP_CREATE	_IOWR(SPW_IOC_MAGIC, 1, struct spw_group_create)
-#define SPW_IOC_RING_OPEN	_IOWR(SPW_IOC_MAGIC, 2, struct spw_ring_open)
+#define SPW_IOC_RING_OPEN	_IOWR(SPW_IOC_MAGIC, 7, struct spw_ring_open)
 #define SPW_IOC_ENTER		_IOWR(SPW_IOC_MAGIC, 3, struct spw_enter)
 #define SPW_IOC_GROUP_STATS	_IOWR(SPW_IOC_MAGIC, 4, struct spw_group_stats)
 #define SPW_IOC_MEMBER_LISTENER	_IOW(SPW_IOC_MAGIC, 6, struct spw_member_listener)
