@@ -113,7 +113,18 @@ static void spw_bm_add(struct spw_policy *p, unsigned int b, unsigned int i)
 
 static void spw_sum_move(struct spw_policy *p, unsigned int i, unsigned int to)
 {
-	unsigned int from = spw_xchg(&p->where[i], to);
+	unsigned int from = SPW_READ_ONCE(p->where[i]);
+
+	/*
+	 * Most re-filings find the ring where it is: then write nothing (the
+	 * words are shared by every ring's CPU), only heal a lost bit.
+	 */
+	if (from == to) {
+		if (to != SPW_SUM_NONE)
+			spw_bm_add(p, to, i);
+		return;
+	}
+	from = spw_xchg(&p->where[i], to);
 
 	if (from != to && from != SPW_SUM_NONE)
 		spw_bm_del(p, from, i);
@@ -135,9 +146,14 @@ void spw_sum_refile(struct spw_policy *p, const struct spw_ring_acct *rings,
 	spw_sum_move(p, i, to);
 }
 
-static int spw_filed(const struct spw_policy *p, unsigned int i)
+/*
+ * Could ring @r take work now, as the summary would file it (in a load
+ * level)? Read straight from its accounting: a decision that needs only a
+ * few rings looks at them without writing the summary.
+ */
+static int spw_ring_can_take(const struct spw_ring_acct *r, const struct spw_clock *c)
 {
-	return SPW_READ_ONCE(p->where[i]) < SPW_SUM_LEVELS;
+	return spw_ring_has_room(r) && spw_ring_responsive(r, c);
 }
 
 /*
@@ -172,14 +188,16 @@ static int spw_sum_take(struct spw_policy *p, const struct spw_ring_acct *rings,
  * The least loaded responsive ring with room (exact below SPW_SUM_EXACT,
  * to a factor of two above: rings in one level tie), @home on ties, else
  * the next one from the cursor so that ties rotate. -1 when no responsive
- * ring has room, as far as the summary knows. At most SPW_SUM_LEVELS
- * levels, SPW_SUM_TRIES candidates each.
+ * ring has room, as far as the summary knows. @home is re-filed first; at
+ * most SPW_SUM_LEVELS levels, SPW_SUM_TRIES candidates each.
  */
 static int spw_sum_least(struct spw_policy *p, const struct spw_ring_acct *rings,
 			 unsigned int home, const struct spw_clock *clock)
 {
-	unsigned long mask = SPW_READ_ONCE(p->level_mask) &
-			     ((1UL << SPW_SUM_LEVELS) - 1);
+	unsigned long mask;
+
+	spw_sum_refile(p, rings, home, clock);
+	mask = SPW_READ_ONCE(p->level_mask) & ((1UL << SPW_SUM_LEVELS) - 1);
 
 	while (mask) {
 		unsigned int lvl = __builtin_ctzl(mask);
@@ -187,7 +205,7 @@ static int spw_sum_least(struct spw_policy *p, const struct spw_ring_acct *rings
 
 		mask &= mask - 1;
 		if (SPW_READ_ONCE(p->where[home]) == lvl)
-			return home;	/* re-filed by the caller */
+			return home;	/* re-filed above */
 		t = spw_sum_take(p, rings, lvl, clock);
 		if (t >= 0)
 			return t;
@@ -220,8 +238,7 @@ static int spw_sum_two(struct spw_policy *p, const struct spw_ring_acct *rings,
 		i = spw_rand(p) % (p->nr - 1);
 		if (i >= home)
 			i++;
-		spw_sum_refile(p, rings, i, clock);
-		if (!spw_filed(p, i))
+		if (!spw_ring_can_take(&rings[i], clock))
 			continue;
 		out = spw_ring_outstanding(&rings[i]);
 		if (best < 0 || out < best_out) {
@@ -267,14 +284,13 @@ int spw_pick_ring(struct spw_policy *p, const struct spw_ring_acct *rings,
 		return SPW_PICK_DROP;
 	if (home >= p->nr)
 		home = origin;
-	spw_sum_refile(p, rings, home, clock);
 	/*
 	 * A home nobody holds yet (its worker starts late) keeps its own
 	 * connections while it has room, as a plain listener's queue would;
 	 * it is never a sibling's target (the summary leaves it aside).
 	 */
-	home_ok = spw_filed(p, home) ||
-		  (rings[home].unattended && spw_ring_has_room(&rings[home]));
+	home_ok = spw_ring_can_take(&rings[home], clock) ||
+		  (SPW_READ_ONCE(rings[home].unattended) && spw_ring_has_room(&rings[home]));
 	if (home_ok)
 		home_out = spw_ring_outstanding(&rings[home]);
 
