@@ -446,16 +446,23 @@ static bool spw_ring_has_tokens(struct spw_ring *r)
 
 /*
  * The consumer is here (in enter, or polling the ring): it counts as
- * responsive from now on, may take work again if it could not, and the
- * policy re-files its ring with the head it has moved since.
- * SPW_POLICY_CPU learns where the consumer runs.
+ * responsive from now on, may take work again if it could not, and
+ * SPW_POLICY_CPU learns where it runs. The policy re-files its ring when
+ * the consumer goes idle (@waiting > 0, or a poll), with the head it has
+ * moved since, and otherwise only when the ring became able or unable to
+ * take work: an enter that posts re-files it with its batch, and a level
+ * left too high meanwhile only keeps work away, never sends too much.
  */
 static void spw_ring_touch(struct spw_ring *r, int waiting, bool poll)
 {
 	struct spw_group *g = r->group;
 	struct spw_ring_acct *a = spw_acct(r);
+	struct spw_clock clock;
+	bool could;
 
+	spw_clock_now(g, &clock);
 	spin_lock_bh(&r->lock);
+	could = !a->refusing && spw_ring_responsive(a, &clock);
 	/*
 	 * Entering is progress. Polling is only while nothing waits for an
 	 * enter: a consumer that keeps polling a readable ring without ever
@@ -471,7 +478,8 @@ static void spw_ring_touch(struct spw_ring *r, int waiting, bool poll)
 	WRITE_ONCE(a->refusing, 0);
 	if (g->cpu_ring && a->live)
 		WRITE_ONCE(g->cpu_ring[smp_processor_id()], r->idx);
-	spw_refile(g, r->idx);
+	if (waiting > 0 || poll || could != spw_ring_responsive(a, &clock))
+		spw_refile(g, r->idx);
 	spin_unlock_bh(&r->lock);
 }
 
