@@ -218,20 +218,20 @@ static void spw_token_finish(struct spw_ring *r, struct spw_member *m, bool stal
 }
 
 /*
- * Hand one connection of member @origin to the caller, its CQE in slot
- * @slot. Returns 1 when a CQE was written, 0 when the token was stale
+ * Hand one connection of member @origin to the caller, its CQE at @cqe
+ * (a slot of the ring's CQ, or an io_uring command's). Returns 1 when a
+ * CQE was written, 0 when the token was stale
  * (someone accept()ed on the listener directly, or it stopped listening),
  * or -errno when the caller cannot take it (out of fds or memory): the
  * connection stays queued. No lock held: the ring's side is counted once
  * per batch (spw_ring_post_batch()).
  */
 static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags,
-			     unsigned int slot)
+			     struct spw_cqe *cqe)
 {
 	struct spw_group *g = r->group;
 	struct spw_member *m = &g->members[origin];
 	struct socket *lsock = m->sock, *sock;
-	struct spw_cqe *cqe;
 	struct file *file;
 	int fd, err;
 
@@ -265,7 +265,6 @@ static int spw_ring_post_one(struct spw_ring *r, u32 origin, u32 aflags,
 	if (err)
 		goto err_file;
 
-	cqe = &r->cqes[slot & (g->entries - 1)];
 	spw_cqe_fill_peer(cqe, sock);
 	cqe->fd = fd;
 	cqe->flags = 0;
@@ -300,7 +299,9 @@ err_fd:
 /*
  * Hand over the @n connections of @toks (spw_ring_take()), then count the
  * ring's side of them in one hold of its lock: the CQEs (the kernel's
- * tail) and the end of their tokens count together for the policy.
+ * tail) and the end of their tokens count together for the policy. With
+ * @direct (an io_uring command, @n 1) the CQE goes there and not to the
+ * ring's CQ: the connection is the consumer's at once, and the tail stays.
  * *@posted grows by the CQEs written. When the consumer cannot take one
  * (-errno), that token and those after it go back to the front in order
  * (the connections keep their turn), the ring takes no new work until its
@@ -309,7 +310,8 @@ err_fd:
  * post_lock.
  */
 static int spw_ring_post_batch(struct spw_ring *r, const u32 *toks,
-			       unsigned int n, u32 aflags, unsigned int *posted)
+			       unsigned int n, u32 aflags, unsigned int *posted,
+			       struct spw_cqe *direct)
 {
 	struct spw_group *g = r->group;
 	struct spw_member *self = &g->members[r->idx];
@@ -318,7 +320,10 @@ static int spw_ring_post_batch(struct spw_ring *r, const u32 *toks,
 	int err = 0;
 
 	for (i = 0; i < n; i++) {
-		err = spw_ring_post_one(r, toks[i], aflags, a->ktail + done);
+		struct spw_cqe *cqe = direct ?:
+			&r->cqes[(a->ktail + done) & mask];
+
+		err = spw_ring_post_one(r, toks[i], aflags, cqe);
 		if (err < 0)
 			break;
 		if (err && toks[i] != r->idx)
@@ -326,7 +331,8 @@ static int spw_ring_post_batch(struct spw_ring *r, const u32 *toks,
 		done += err;
 	}
 	spin_lock_bh(&r->lock);
-	WRITE_ONCE(a->ktail, a->ktail + done);
+	if (!direct)
+		WRITE_ONCE(a->ktail, a->ktail + done);
 	WRITE_ONCE(a->pending, a->pending - i);
 	WRITE_ONCE(a->inflight, a->inflight - n);
 	self->st.delivered += done;
@@ -418,7 +424,7 @@ static long spw_ring_post(struct spw_ring *r, u32 aflags, unsigned int *budget,
 		n = spw_ring_take(r, toks, n);
 		if (!n)
 			break;
-		err = spw_ring_post_batch(r, toks, n, aflags, &posted);
+		err = spw_ring_post_batch(r, toks, n, aflags, &posted, NULL);
 		if (err < 0) {
 			ret = err;
 			break;
@@ -589,6 +595,99 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 		}
 		spw_ring_wait(r, seq, timed, left);
 	}
+}
+
+/*
+ * One connection for an io_uring command, its CQE at @cqe: the fd, 0 when
+ * none waits (nor a stalled sibling's), or -errno as an enter's. A stale
+ * token posts nothing: the next one is taken. Under post_lock.
+ */
+static int spw_ring_take_one(struct spw_ring *r, u32 aflags,
+			     struct spw_cqe *cqe)
+{
+	unsigned int posted = 0;
+	int err;
+	u32 tok;
+
+	do {
+		if (!spw_ring_take(r, &tok, 1))
+			return 0;
+		err = spw_ring_post_batch(r, &tok, 1, aflags, &posted, cqe);
+	} while (!err && !posted);
+	return err ?: 1;
+}
+
+/*
+ * IORING_OP_URING_CMD SPW_URING_ACCEPT (the uapi header says what it
+ * promises). Issued first without blocking, in the submitter's task and
+ * often under its io_uring's lock: a connection that waits completes it
+ * there, with no thread switch. With none, -EAGAIN sends the command to
+ * an io-wq worker, a thread of the submitter's process (its file table
+ * and memory), which issues it again, blocking: it sleeps on the ring as
+ * an enter does, counted as a waiting consumer. A cancel (ASYNC_CANCEL,
+ * the io_uring's exit, the task's exit) wakes it with a notification
+ * signal; it then completes with -ECANCELED and takes nothing. Parking
+ * the command without a thread needs a cancel hook that 6.1's io_uring
+ * does not have (io_uring_cmd_mark_cancelable() came with 6.7): a
+ * command nobody completes would hang its task's exit.
+ */
+static int spw_ring_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	const struct spw_uring_accept *area = spw_uring_cmd_area(cmd);
+	bool nonblock = issue_flags & IO_URING_F_NONBLOCK;
+	struct spw_ring *r = cmd->file->private_data;
+	struct spw_uring_accept args;
+	void __user *ucqe;
+	struct spw_cqe cqe;
+	int ret;
+
+	/* a 64-byte SQE's command area is 16 bytes */
+	BUILD_BUG_ON(sizeof(args) > 16);
+	if (cmd->cmd_op != SPW_URING_ACCEPT)
+		return -ENOTTY;
+	args.cqe_addr = READ_ONCE(area->cqe_addr);
+	args.accept_flags = READ_ONCE(area->accept_flags);
+	args.resv = READ_ONCE(area->resv);
+	if (args.accept_flags & ~SPW_ACCEPT_ALL || args.resv)
+		return -EINVAL;
+	ucqe = u64_to_user_ptr(args.cqe_addr);
+	if (args.cqe_addr && !access_ok(ucqe, sizeof(cqe)))
+		return -EFAULT;
+
+	/* the consumer is here: responsive, and able to take work again */
+	spw_ring_touch(r, 0, false);
+	for (;;) {
+		unsigned int seq = READ_ONCE(r->group->steal_seq);
+
+		/* poll stops reporting this steal: we are about to look */
+		WRITE_ONCE(r->seen_seq, seq);
+		if (!nonblock)
+			mutex_lock(&r->post_lock);
+		else if (!mutex_trylock(&r->post_lock))
+			return -EAGAIN;
+		ret = spw_ring_take_one(r, args.accept_flags, &cqe);
+		mutex_unlock(&r->post_lock);
+		if (ret)
+			break;
+		if (nonblock)
+			return -EAGAIN;
+		if (signal_pending(current))
+			return -ECANCELED;
+		spw_ring_wait(r, seq, false, 0);
+	}
+	if (ret < 0)
+		return ret;
+	/* the fd is installed: it is the caller's whatever the copy does */
+	if (ucqe && copy_to_user(ucqe, &cqe, sizeof(cqe)))
+		pr_debug("uring accept: CQE not written, fd %d\n", cqe.fd);
+	/*
+	 * A result >= 0 is posted here, not returned: 6.1's io_uring takes a
+	 * positive return for an error code and never completes the command
+	 * when an io-wq worker issued it. Returned, an -errno completes it on
+	 * either kernel.
+	 */
+	io_uring_cmd_done(cmd, cqe.fd, 0, issue_flags);
+	return -EIOCBQUEUED;
 }
 
 static long spw_ring_ioctl(struct file *file, unsigned int cmd,
@@ -976,4 +1075,5 @@ static const struct file_operations spw_ring_fops = {
 	.compat_ioctl	= compat_ptr_ioctl,
 	.mmap		= spw_ring_mmap,
 	.poll		= spw_ring_poll,
+	.uring_cmd	= spw_ring_uring_cmd,
 };

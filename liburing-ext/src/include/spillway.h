@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <linux/io_uring.h>
 #include <linux/time_types.h>
 #include <linux/spillway.h>
 
@@ -239,6 +240,41 @@ static inline int spw_wait_cqe_timeout(struct spw_ring *ring,
 	     (cqe = ((head) != __spw_tail_##head ?				\
 		     &(ring)->cqes[(head) & (ring)->ring_mask] : NULL));	\
 	     (head)++)
+
+/*
+ * io_uring (liburing's io_uring_prep_* style): make @sqe take one
+ * connection of the ring @ring_fd (spw_ring_open(); no spw_ring_init()
+ * needed). Its completion's res is the connection's fd, installed in the
+ * submitter's file table, or -errno; with @cqe not NULL the kernel also
+ * fills *@cqe (peer, origin, member, flags) before the completion is
+ * posted. Several in flight take several connections. @accept_flags:
+ * SPW_ACCEPT_*. A command with nothing to take waits in an io_uring
+ * worker thread until a connection comes; a cancel, or the io_uring's
+ * exit, completes it with -ECANCELED. The kernel's contract is
+ * SPW_URING_ACCEPT in <linux/spillway.h>.
+ */
+static inline void spw_prep_accept(struct io_uring_sqe *sqe, int ring_fd,
+				   struct spw_cqe *cqe, unsigned accept_flags)
+{
+	struct spw_uring_accept *a = (struct spw_uring_accept *)sqe->cmd;
+
+	/* every field, as liburing's io_uring_prep_rw() does; not user_data */
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->flags = 0;
+	sqe->ioprio = 0;
+	sqe->fd = ring_fd;
+	sqe->off = 0;
+	sqe->cmd_op = SPW_URING_ACCEPT;
+	sqe->addr = 0;
+	sqe->len = 0;
+	sqe->uring_cmd_flags = 0;
+	sqe->buf_index = 0;
+	sqe->personality = 0;
+	sqe->file_index = 0;
+	a->cqe_addr = (unsigned long)cqe;
+	a->accept_flags = accept_flags;
+	a->resv = 0;
+}
 
 #ifdef __cplusplus
 }

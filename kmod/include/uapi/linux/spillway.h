@@ -9,7 +9,8 @@
  *   /dev/spillway      control device: SPW_IOC_GROUP_CREATE -> group fd
  *   group fd           SPW_IOC_RING_OPEN -> ring fd, SPW_IOC_GROUP_STATS,
  *                      SPW_IOC_MEMBER_LISTENER -> a member's listener fd
- *   ring fd            mmap() the ring, SPW_IOC_ENTER, poll()
+ *   ring fd            mmap() the ring, SPW_IOC_ENTER, poll(),
+ *                      io_uring's IORING_OP_URING_CMD SPW_URING_ACCEPT
  *
  * One consumer at a time (struct spw_enter.owner): a CQE's fd is a number
  * in the file table of the process whose enter installed it, so a ring's
@@ -297,13 +298,51 @@ struct spw_cqe {
 };
 
 /*
+ * io_uring: an IORING_OP_URING_CMD SQE on a ring fd with @cmd_op
+ * SPW_URING_ACCEPT and a struct spw_uring_accept in its command area
+ * (sqe->cmd, 16 bytes: a 64-byte SQE will do) takes one connection of
+ * the ring, as accept4() would take one of a listener, and completes in
+ * the submitter's own io_uring CQ: cqe->res is the new fd, installed in
+ * the submitter's file table, or -errno. It does not use the ring's CQ
+ * (no mmap, no owner, no enter), so one io_uring_enter() both takes
+ * connections and does their I/O. Several in flight take several
+ * connections; each completes with one.
+ *
+ * A connection waiting for the ring (or, once the stall timer has seen
+ * one, behind a stalled sibling) completes it at once. Otherwise it waits
+ * in the kernel (an io_uring worker thread) until one arrives and counts
+ * as an idle consumer for placement, as an enter's wait does.
+ *
+ * Errors: -EINVAL (unknown @accept_flags bit, @resv not zero), -EFAULT
+ * (@cqe_addr not a user address), -EMFILE, -ENFILE, -ENOMEM (as an enter:
+ * the connections waiting for this ring then move on to siblings),
+ * -ECANCELED (IORING_OP_ASYNC_CANCEL, or the io_uring or its task going
+ * away, while it waited: no connection was taken), -ENOTTY (another
+ * @cmd_op). io_uring itself refuses IORING_SETUP_IOPOLL rings
+ * (-EOPNOTSUPP).
+ */
+#define SPW_URING_ACCEPT	_IOWR(SPW_IOC_MAGIC, 8, struct spw_uring_accept)
+
+struct spw_uring_accept {
+	/*
+	 * 0, or where to write the connection's struct spw_cqe (its fd is
+	 * cqe->res too). Written after the fd is installed: a fault there
+	 * still completes with the fd, which is the caller's.
+	 */
+	__u64	cqe_addr;
+	__u32	accept_flags;	/* SPW_ACCEPT_* */
+	__u32	resv;		/* must be zero */
+};
+
+/*
  * 0xBA: free in Documentation/userspace-api/ioctl/ioctl-number.rst of
  * 6.1 and 6.12 (ABI 3 used 0xB7, which is nsfs's NSIO). Number 5 was
  * SPW_IOC_GROUP_LISTEN, retired in ABI 4: spw_group_listen() makes the
  * listeners in user space, where every bind/listen check runs. Number 2
  * was ABI 4's RING_OPEN, whose rings held 112-byte CQEs: a library built
  * for them gets -ENOTTY from ABI 5's module rather than misreading its
- * 64-byte CQEs.
+ * 64-byte CQEs. Number 8 is SPW_URING_ACCEPT's, an io_uring command,
+ * not an ioctl: a ring fd's ioctl() returns -ENOTTY for it.
  */
 #define SPW_IOC_MAGIC		0xBA
 #define SPW_IOC_GROUP_CREATE	_IOWR(SPW_IOC_MAGIC, 1, struct spw_group_create)
