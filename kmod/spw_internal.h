@@ -163,6 +163,17 @@ struct spw_ring {
 	wait_queue_head_t wq;
 	/* steal_seq at the consumer's last enter: poll reports a steal since */
 	unsigned int seen_seq;
+	/*
+	 * io_uring's SPW_URING_ACCEPT: SPW_URING_CANCEL's count, under
+	 * wq.lock; the commands parked without a thread (kernels with
+	 * io_uring_cmd_mark_cancelable()), under wq.lock, and the entry on
+	 * @wq that hands them a connection while any is parked.
+	 */
+	unsigned int cancel_seq;
+#ifdef SPW_HAVE_URING_CMD_CANCELABLE
+	struct list_head parked;
+	struct wait_queue_entry park_wait;
+#endif
 };
 
 struct spw_group {

@@ -47,6 +47,11 @@ static struct spw_ring_acct *spw_acct(struct spw_ring *r)
 	return &r->group->acct[r->idx];
 }
 
+#ifdef SPW_HAVE_URING_CMD_CANCELABLE
+static int spw_uring_wake(struct wait_queue_entry *wait, unsigned int mode,
+			  int sync, void *key);
+#endif
+
 int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx)
 {
 	struct spw_ring_acct *a = &g->acct[idx];
@@ -57,6 +62,10 @@ int spw_ring_init(struct spw_ring *r, struct spw_group *g, unsigned int idx)
 	spin_lock_init(&r->lock);
 	mutex_init(&r->post_lock);
 	init_waitqueue_head(&r->wq);
+#ifdef SPW_HAVE_URING_CMD_CANCELABLE
+	INIT_LIST_HEAD(&r->parked);
+	init_waitqueue_func_entry(&r->park_wait, spw_uring_wake);
+#endif
 	r->tokens = kvcalloc(g->entries, sizeof(*r->tokens), GFP_KERNEL_ACCOUNT);
 	if (!r->tokens)
 		return -ENOMEM;
@@ -620,74 +629,299 @@ static int spw_ring_take_one(struct spw_ring *r, u32 aflags,
 /*
  * IORING_OP_URING_CMD SPW_URING_ACCEPT (the uapi header says what it
  * promises). Issued first without blocking, in the submitter's task and
- * often under its io_uring's lock: a connection that waits completes it
- * there, with no thread switch. With none, -EAGAIN sends the command to
- * an io-wq worker, a thread of the submitter's process (its file table
- * and memory), which issues it again, blocking: it sleeps on the ring as
- * an enter does, counted as a waiting consumer. A cancel (ASYNC_CANCEL,
- * the io_uring's exit, the task's exit) wakes it with a notification
- * signal; it then completes with -ECANCELED and takes nothing. Parking
- * the command without a thread needs a cancel hook that 6.1's io_uring
- * does not have (io_uring_cmd_mark_cancelable() came with 6.7): a
- * command nobody completes would hang its task's exit.
+ * under its io_uring's lock: a connection that waits completes it there.
+ * With none, it waits, in one of two ways:
+ *
+ *  - parked (kernels with io_uring_cmd_mark_cancelable(), 6.7+): on the
+ *    ring's list, without a thread. An entry on the ring's wait queue
+ *    (spw_uring_wake()) hands parked commands to task work in their
+ *    submitter when work lands; spw_uring_tw() takes a connection there,
+ *    or parks the command again if a sibling of it was faster. io_uring
+ *    cancels what is parked when the io_uring or its task goes away
+ *    (IO_URING_F_CANCEL); IORING_OP_ASYNC_CANCEL does not reach parked
+ *    commands, SPW_URING_CANCEL does.
+ *  - in io-wq (6.1): -EAGAIN sends the command to an io-wq worker, a
+ *    thread of the submitter's process (its file table and memory), which
+ *    issues it again, blocking; it sleeps on the ring as an enter does.
+ *    A cancel (ASYNC_CANCEL, the io_uring's or task's exit) wakes it with
+ *    a notification signal. Parking there would hang the task's exit: a
+ *    command nobody completes is waited for forever.
+ *
+ * Either way the command counts as a waiting consumer for placement while
+ * it waits, and -ECANCELED means it took nothing.
  */
-static int spw_ring_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
+
+/* What an SPW_URING_ACCEPT keeps between its issue and its completion. */
+struct spw_uring_pdu {
+	struct list_head node;	/* on spw_ring.parked, under wq.lock */
+	u64 cqe_addr;
+	u32 aflags;
+	u32 cancel_seq;		/* spw_ring.cancel_seq when it first waited */
+};
+
+static struct spw_uring_pdu *spw_uring_pdu(struct io_uring_cmd *cmd)
 {
-	const struct spw_uring_accept *area = spw_uring_cmd_area(cmd);
-	bool nonblock = issue_flags & IO_URING_F_NONBLOCK;
-	struct spw_ring *r = cmd->file->private_data;
-	struct spw_uring_accept args;
-	void __user *ucqe;
+	BUILD_BUG_ON(sizeof(struct spw_uring_pdu) > sizeof_field(struct io_uring_cmd, pdu));
+	return (struct spw_uring_pdu *)cmd->pdu;
+}
+
+/*
+ * Complete @cmd with a connection if one waits for @r (or a stalled
+ * sibling): 1 when completed, 0 when none waits, -errno as an enter's, or
+ * -EAGAIN when @trylock and another caller posts for @r right now.
+ */
+static int spw_uring_try(struct spw_ring *r, struct io_uring_cmd *cmd,
+			 const struct spw_uring_pdu *pdu, unsigned int issue_flags,
+			 bool trylock)
+{
 	struct spw_cqe cqe;
 	int ret;
 
-	/* a 64-byte SQE's command area is 16 bytes */
-	BUILD_BUG_ON(sizeof(args) > 16);
-	if (cmd->cmd_op != SPW_URING_ACCEPT)
-		return -ENOTTY;
-	args.cqe_addr = READ_ONCE(area->cqe_addr);
-	args.accept_flags = READ_ONCE(area->accept_flags);
-	args.resv = READ_ONCE(area->resv);
-	if (args.accept_flags & ~SPW_ACCEPT_ALL || args.resv)
-		return -EINVAL;
-	ucqe = u64_to_user_ptr(args.cqe_addr);
-	if (args.cqe_addr && !access_ok(ucqe, sizeof(cqe)))
-		return -EFAULT;
+	if (!trylock)
+		mutex_lock(&r->post_lock);
+	else if (!mutex_trylock(&r->post_lock))
+		return -EAGAIN;
+	ret = spw_ring_take_one(r, pdu->aflags, &cqe);
+	mutex_unlock(&r->post_lock);
+	if (ret <= 0)
+		return ret;
+	/*
+	 * A steal moves a sibling's tokens here without a wake-up for each:
+	 * the next waiting command takes the next one.
+	 */
+	if (spw_ring_has_tokens(r) && wq_has_sleeper(&r->wq))
+		wake_up_interruptible_poll(&r->wq, EPOLLIN | EPOLLRDNORM);
+	/* the fd is installed: it is the caller's whatever the copy does */
+	if (pdu->cqe_addr &&
+	    copy_to_user(u64_to_user_ptr(pdu->cqe_addr), &cqe, sizeof(cqe)))
+		pr_debug("uring accept: CQE not written, fd %d\n", cqe.fd);
+	/*
+	 * A result >= 0 is posted here, never returned: 6.1's io_uring takes
+	 * a positive return for an error code and never completes a command
+	 * that an io-wq worker issued.
+	 */
+	io_uring_cmd_done(cmd, cqe.fd, 0, issue_flags);
+	return 1;
+}
 
-	/* the consumer is here: responsive, and able to take work again */
-	spw_ring_touch(r, 0, false);
+#ifdef SPW_HAVE_URING_CMD_CANCELABLE
+static void spw_uring_tw(struct io_uring_cmd *cmd, unsigned int issue_flags);
+
+/*
+ * @r's wait queue was woken (work landed, a steal can be taken, or a
+ * cancel): hand parked commands to their submitters' task work, as many
+ * as connections wait (at least one: a steal shows in no count), all of
+ * them on a cancel. Under wq.lock, in any context.
+ */
+static int spw_uring_wake(struct wait_queue_entry *wait, unsigned int mode,
+			  int sync, void *key)
+{
+	struct spw_ring *r = container_of(wait, struct spw_ring, park_wait);
+	unsigned int n = max(spw_fifo_len(r), 1U);
+	struct spw_uring_pdu *pdu, *tmp;
+
+	/* O(parked): the commands one server keeps in flight on its ring */
+	list_for_each_entry_safe(pdu, tmp, &r->parked, node) {
+		struct io_uring_cmd *cmd = container_of((void *)pdu,
+							struct io_uring_cmd, pdu);
+
+		if (pdu->cancel_seq == r->cancel_seq) {
+			if (!n)
+				continue;
+			n--;
+		}
+		list_del_init(&pdu->node);
+		io_uring_cmd_complete_in_task(cmd, spw_uring_tw);
+	}
+	if (list_empty(&r->parked))
+		list_del_init(&wait->entry);
+	return 0;
+}
+
+/*
+ * Park @cmd on @r. Work that landed before the entry was on the wait queue
+ * woke nobody: look once more, and hand the command on at once if so.
+ */
+static void spw_uring_park(struct spw_ring *r, struct io_uring_cmd *cmd)
+{
+	struct spw_uring_pdu *pdu = spw_uring_pdu(cmd);
+	unsigned int seq = READ_ONCE(r->group->steal_seq);
+
+	spin_lock_irq(&r->wq.lock);
+	if (list_empty(&r->parked))
+		__add_wait_queue(&r->wq, &r->park_wait);
+	list_add_tail(&pdu->node, &r->parked);
+	spin_unlock_irq(&r->wq.lock);
+	/* pairs with wq_has_sleeper() after a token is pushed */
+	smp_mb();
+	if (spw_ring_should_wake(r, seq) || pdu->cancel_seq != READ_ONCE(r->cancel_seq))
+		wake_up_interruptible_poll(&r->wq, EPOLLIN | EPOLLRDNORM);
+}
+
+/* Take @cmd off @r's parked list; false when it was not on it. */
+static bool spw_uring_unpark(struct spw_ring *r, struct io_uring_cmd *cmd)
+{
+	struct spw_uring_pdu *pdu = spw_uring_pdu(cmd);
+	bool parked;
+
+	spin_lock_irq(&r->wq.lock);
+	parked = !list_empty(&pdu->node);
+	list_del_init(&pdu->node);
+	if (parked && list_empty(&r->parked))
+		__remove_wait_queue(&r->wq, &r->park_wait);
+	spin_unlock_irq(&r->wq.lock);
+	return parked;
+}
+
+/* The end of a parked command's wait: the consumer is here again. */
+static void spw_uring_finish(struct spw_ring *r, struct io_uring_cmd *cmd,
+			     int err, unsigned int issue_flags)
+{
+	spw_ring_touch(r, -1, false);
+	if (err)
+		io_uring_cmd_done(cmd, err, 0, issue_flags);
+}
+
+/*
+ * Task work in the submitter (its file table, its memory), handed on by
+ * spw_uring_wake(): take a connection, or park again when another took it.
+ */
+static void spw_uring_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	struct spw_ring *r = cmd->file->private_data;
+	struct spw_uring_pdu *pdu = spw_uring_pdu(cmd);
+	int ret = -ECANCELED;
+
+	if (!(issue_flags & IO_URING_F_TASK_DEAD) &&
+	    pdu->cancel_seq == READ_ONCE(r->cancel_seq)) {
+		ret = spw_uring_try(r, cmd, pdu, issue_flags, false);
+		if (!ret) {
+			spw_uring_park(r, cmd);
+			return;
+		}
+	}
+	spw_uring_finish(r, cmd, ret < 0 ? ret : 0, issue_flags);
+}
+
+/* io_uring cancels @cmd (its io_uring or task goes): if still parked. */
+static void spw_uring_cancel_parked(struct spw_ring *r, struct io_uring_cmd *cmd,
+				    unsigned int issue_flags)
+{
+	/* not parked: its task work completes it */
+	if (spw_uring_unpark(r, cmd))
+		spw_uring_finish(r, cmd, -ECANCELED, issue_flags);
+}
+
+/* Wait without a thread: the command completes later. */
+static int spw_uring_wait(struct spw_ring *r, struct io_uring_cmd *cmd,
+			  unsigned int issue_flags)
+{
+	io_uring_cmd_mark_cancelable(cmd, issue_flags);
+	spw_ring_touch(r, 1, false);
+	spw_uring_park(r, cmd);
+	return -EIOCBQUEUED;
+}
+#else
+static int spw_uring_wait(struct spw_ring *r, struct io_uring_cmd *cmd,
+			  unsigned int issue_flags)
+{
+	/* to io-wq, which issues it again without IO_URING_F_NONBLOCK */
+	return -EAGAIN;
+}
+#endif
+
+/* Sleep in an io-wq worker until work, a cancel, or a signal. */
+static int spw_uring_wait_blocking(struct spw_ring *r, struct io_uring_cmd *cmd,
+				   unsigned int issue_flags)
+{
+	struct spw_uring_pdu *pdu = spw_uring_pdu(cmd);
+	int ret;
+
 	for (;;) {
 		unsigned int seq = READ_ONCE(r->group->steal_seq);
 
 		/* poll stops reporting this steal: we are about to look */
 		WRITE_ONCE(r->seen_seq, seq);
-		if (!nonblock)
-			mutex_lock(&r->post_lock);
-		else if (!mutex_trylock(&r->post_lock))
-			return -EAGAIN;
-		ret = spw_ring_take_one(r, args.accept_flags, &cqe);
-		mutex_unlock(&r->post_lock);
+		ret = spw_uring_try(r, cmd, pdu, issue_flags, false);
 		if (ret)
-			break;
-		if (nonblock)
-			return -EAGAIN;
-		if (signal_pending(current))
+			return ret < 0 ? ret : -EIOCBQUEUED;
+		if (signal_pending(current) || pdu->cancel_seq != READ_ONCE(r->cancel_seq))
 			return -ECANCELED;
-		spw_ring_wait(r, seq, false, 0);
+		spw_ring_touch(r, 1, false);
+		wait_event_interruptible(r->wq, spw_ring_should_wake(r, seq) ||
+					 pdu->cancel_seq != READ_ONCE(r->cancel_seq));
+		spw_ring_touch(r, -1, false);
 	}
-	if (ret < 0)
-		return ret;
-	/* the fd is installed: it is the caller's whatever the copy does */
-	if (ucqe && copy_to_user(ucqe, &cqe, sizeof(cqe)))
-		pr_debug("uring accept: CQE not written, fd %d\n", cqe.fd);
+}
+
+/* SPW_URING_CANCEL: every SPW_URING_ACCEPT waiting on @r ends. */
+static int spw_uring_cancel(struct spw_ring *r)
+{
+	spin_lock_irq(&r->wq.lock);
+	r->cancel_seq++;
+	spin_unlock_irq(&r->wq.lock);
+	/* the parked are handed on by spw_uring_wake(), io-wq's wake */
+	wake_up_interruptible_poll(&r->wq, EPOLLIN | EPOLLRDNORM);
+	return 0;
+}
+
+static int spw_ring_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	struct spw_ring *r = cmd->file->private_data;
+	struct spw_uring_pdu *pdu = spw_uring_pdu(cmd);
+	const struct spw_uring_accept *area;
+	struct spw_uring_accept args;
+	int ret;
+
+#ifdef SPW_HAVE_URING_CMD_CANCELABLE
+	/* no SQE now: what the command needs is in its pdu */
+	if (issue_flags & IO_URING_F_CANCEL) {
+		spw_uring_cancel_parked(r, cmd, issue_flags);
+		return 0;
+	}
+#endif
+	/* a 64-byte SQE's command area is 16 bytes */
+	BUILD_BUG_ON(sizeof(args) > 16);
+	area = spw_uring_cmd_area(cmd);
+	/* in the SQ ring, which user space may rewrite: each field once */
+	args.cqe_addr = READ_ONCE(area->cqe_addr);
+	args.accept_flags = READ_ONCE(area->accept_flags);
+	args.resv = READ_ONCE(area->resv);
+	switch (cmd->cmd_op) {
+	case SPW_URING_ACCEPT:
+		break;
+	case SPW_URING_CANCEL:
+		if (args.cqe_addr || args.accept_flags || args.resv)
+			return -EINVAL;
+		return spw_uring_cancel(r);
+	default:
+		return -ENOTTY;
+	}
+	if (args.accept_flags & ~SPW_ACCEPT_ALL || args.resv)
+		return -EINVAL;
+	if (args.cqe_addr &&
+	    !access_ok(u64_to_user_ptr(args.cqe_addr), sizeof(struct spw_cqe)))
+		return -EFAULT;
+	pdu->cqe_addr = args.cqe_addr;
+	pdu->aflags = args.accept_flags;
+	INIT_LIST_HEAD(&pdu->node);
+
+	/* the consumer is here: responsive, and able to take work again */
+	spw_ring_touch(r, 0, false);
 	/*
-	 * A result >= 0 is posted here, not returned: 6.1's io_uring takes a
-	 * positive return for an error code and never completes the command
-	 * when an io-wq worker issued it. Returned, an -errno completes it on
-	 * either kernel.
+	 * SPW_URING_CANCEL ends the commands that wait when it runs: those
+	 * that saw an older count. One on its way to io-wq misses it there
+	 * (a second issue counts afresh); ASYNC_CANCEL reaches it instead.
 	 */
-	io_uring_cmd_done(cmd, cqe.fd, 0, issue_flags);
-	return -EIOCBQUEUED;
+	pdu->cancel_seq = READ_ONCE(r->cancel_seq);
+	if (!(issue_flags & IO_URING_F_NONBLOCK))
+		return spw_uring_wait_blocking(r, cmd, issue_flags);
+	/* poll stops reporting a steal: we are about to look */
+	WRITE_ONCE(r->seen_seq, READ_ONCE(r->group->steal_seq));
+	ret = spw_uring_try(r, cmd, pdu, issue_flags, true);
+	if (ret)
+		return ret < 0 ? ret : -EIOCBQUEUED;
+	return spw_uring_wait(r, cmd, issue_flags);
 }
 
 static long spw_ring_ioctl(struct file *file, unsigned int cmd,

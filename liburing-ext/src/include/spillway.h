@@ -248,9 +248,9 @@ static inline int spw_wait_cqe_timeout(struct spw_ring *ring,
  * submitter's file table, or -errno; with @cqe not NULL the kernel also
  * fills *@cqe (peer, origin, member, flags) before the completion is
  * posted. Several in flight take several connections. @accept_flags:
- * SPW_ACCEPT_*. A command with nothing to take waits in an io_uring
- * worker thread until a connection comes; a cancel, or the io_uring's
- * exit, completes it with -ECANCELED. The kernel's contract is
+ * SPW_ACCEPT_*. A command with nothing to take waits in the kernel until
+ * a connection comes; spw_prep_cancel(), or the io_uring's exit,
+ * completes it with -ECANCELED. The kernel's contract is
  * SPW_URING_ACCEPT in <linux/spillway.h>.
  */
 static inline void spw_prep_accept(struct io_uring_sqe *sqe, int ring_fd,
@@ -274,6 +274,18 @@ static inline void spw_prep_accept(struct io_uring_sqe *sqe, int ring_fd,
 	a->cqe_addr = (unsigned long)cqe;
 	a->accept_flags = accept_flags;
 	a->resv = 0;
+}
+
+/*
+ * io_uring: make @sqe end every spw_prep_accept() command waiting on
+ * @ring_fd (they complete with -ECANCELED; this one with 0), e.g. before
+ * a worker stops taking connections. SPW_URING_CANCEL in
+ * <linux/spillway.h> says where IORING_OP_ASYNC_CANCEL does not reach.
+ */
+static inline void spw_prep_cancel(struct io_uring_sqe *sqe, int ring_fd)
+{
+	spw_prep_accept(sqe, ring_fd, NULL, 0);
+	sqe->cmd_op = SPW_URING_CANCEL;
 }
 
 #ifdef __cplusplus

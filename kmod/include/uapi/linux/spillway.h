@@ -310,18 +310,28 @@ struct spw_cqe {
  *
  * A connection waiting for the ring (or, once the stall timer has seen
  * one, behind a stalled sibling) completes it at once. Otherwise it waits
- * in the kernel (an io_uring worker thread) until one arrives and counts
- * as an idle consumer for placement, as an enter's wait does.
+ * in the kernel until one arrives (from 6.7 without a thread; before, in
+ * an io_uring worker thread) and counts as an idle consumer for
+ * placement, as an enter's wait does.
  *
  * Errors: -EINVAL (unknown @accept_flags bit, @resv not zero), -EFAULT
  * (@cqe_addr not a user address), -EMFILE, -ENFILE, -ENOMEM (as an enter:
  * the connections waiting for this ring then move on to siblings),
- * -ECANCELED (IORING_OP_ASYNC_CANCEL, or the io_uring or its task going
- * away, while it waited: no connection was taken), -ENOTTY (another
- * @cmd_op). io_uring itself refuses IORING_SETUP_IOPOLL rings
- * (-EOPNOTSUPP).
+ * -ECANCELED (SPW_URING_CANCEL, or the io_uring or its task going away,
+ * while it waited: no connection was taken), -ENOTTY (another @cmd_op).
+ * io_uring itself refuses IORING_SETUP_IOPOLL rings (-EOPNOTSUPP).
  */
 #define SPW_URING_ACCEPT	_IOWR(SPW_IOC_MAGIC, 8, struct spw_uring_accept)
+/*
+ * @cmd_op SPW_URING_CANCEL (the command area all zero): every
+ * SPW_URING_ACCEPT waiting on this ring fd, from any io_uring, completes
+ * with -ECANCELED; this one completes with 0. On kernels before 6.7
+ * IORING_OP_ASYNC_CANCEL cancels a waiting command too; from 6.7 on it
+ * does not (the command waits without a thread, where io_uring's cancel
+ * does not look), and this is the way. A command still on its way to its
+ * io_uring worker thread (before 6.7) may miss it.
+ */
+#define SPW_URING_CANCEL	_IO(SPW_IOC_MAGIC, 9)
 
 struct spw_uring_accept {
 	/*
@@ -341,8 +351,9 @@ struct spw_uring_accept {
  * listeners in user space, where every bind/listen check runs. Number 2
  * was ABI 4's RING_OPEN, whose rings held 112-byte CQEs: a library built
  * for them gets -ENOTTY from ABI 5's module rather than misreading its
- * 64-byte CQEs. Number 8 is SPW_URING_ACCEPT's, an io_uring command,
- * not an ioctl: a ring fd's ioctl() returns -ENOTTY for it.
+ * 64-byte CQEs. Numbers 8 and 9 are SPW_URING_ACCEPT's and
+ * SPW_URING_CANCEL's, io_uring commands, not ioctls: a ring fd's ioctl()
+ * returns -ENOTTY for them.
  */
 #define SPW_IOC_MAGIC		0xBA
 #define SPW_IOC_GROUP_CREATE	_IOWR(SPW_IOC_MAGIC, 1, struct spw_group_create)
