@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <sys/resource.h>
 
+#include <liburing.h>
 #include <spillway.h>
 
 #include "server.h"
@@ -121,6 +122,102 @@ static void spillway_worker(int index)
 	spw_ring_exit(&ring);
 }
 
+/*
+ * spw-uring: the same group, each worker taking its connections with
+ * SPW_URING_ACCEPT commands on its ring fd in its own io_uring, set up as
+ * mode-uring.c's is (SINGLE_ISSUER | DEFER_TASKRUN where the kernel has
+ * them, the ring fd registered, the spillway ring fd a fixed file). It
+ * keeps SPW_URING_INFLIGHT commands armed; each completes with one
+ * connection, and one io_uring_enter() re-arms what completed and waits.
+ * The ring fd is never mmap()ed and no CQE of the spillway ring is used.
+ * Capacity: the ring's Q entries plus the commands' completions.
+ */
+#define SPW_URING_INFLIGHT	4
+
+static void spw_uring_arm(struct io_uring *u, unsigned slot)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(u);
+
+	if (!sqe)
+		die("io_uring_get_sqe: SQ full");
+	spw_prep_accept(sqe, 0, NULL, SPW_ACCEPT_CLOEXEC);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, slot);
+}
+
+static void spw_uring_worker(int index)
+{
+	struct io_uring_params p;
+	struct io_uring u;
+	int ring_fd, ret;
+
+	close_listeners_except(-1);	/* the group holds the listeners */
+	ring_fd = spw_ring_open(group_fd, (unsigned)index);
+	if (ring_fd < 0) {
+		me->setup_error = -ring_fd;
+		die("spw_ring_open(member %d): %s", index, strerror(-ring_fd));
+	}
+	close(group_fd);
+	group_fd = -1;
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	ret = io_uring_queue_init_params(2 * SPW_URING_INFLIGHT, &u, &p);
+	if (ret == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		ret = io_uring_queue_init_params(2 * SPW_URING_INFLIGHT, &u, &p);
+	}
+	if (ret < 0) {
+		me->setup_error = -ret;
+		die("io_uring_queue_init_params: %s", strerror(-ret));
+	}
+	ret = io_uring_register_files(&u, &ring_fd, 1);
+	if (ret < 0) {
+		me->setup_error = -ret;
+		die("io_uring_register_files: %s", strerror(-ret));
+	}
+	if (io_uring_register_ring_fd(&u) < 0)
+		logmsg("worker %d: io_uring_register_ring_fd failed; continuing", index);
+	for (unsigned i = 0; i < SPW_URING_INFLIGHT; i++)
+		spw_uring_arm(&u, i);
+	/* the ring's entries + what completed commands hold */
+	worker_ready((size_t)u.sq.ring_entries * sizeof(struct io_uring_sqe),
+		     o.capacity + SPW_URING_INFLIGHT);
+
+	while (!stop_flag) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int fds[SPW_URING_INFLIGHT], nfds = 0, err = 0;
+
+		if (!io_uring_cq_ready(&u)) {
+			/* one io_uring_enter(): re-arms and waits */
+			ret = io_uring_submit_and_wait(&u, 1);
+			me->syscalls++;
+			if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+				accept_failed("io_uring_submit_and_wait", -ret);
+			continue;
+		}
+		io_uring_for_each_cqe(&u, head, cqe) {
+			n++;
+			if (cqe->res >= 0)
+				fds[nfds++] = cqe->res;
+			else if (cqe->res != -ECANCELED)
+				err = -cqe->res;
+			spw_uring_arm(&u, (unsigned)io_uring_cqe_get_data64(cqe));
+			if (nfds == SPW_URING_INFLIGHT)
+				break;
+		}
+		io_uring_cq_advance(&u, n);
+		if (err)
+			accept_failed("SPW_URING_ACCEPT", err);
+		note_batch((uint64_t)nfds);
+		for (int i = 0; i < nfds; i++) {
+			accepted_one();
+			handle_conn(fds[i]);
+		}
+	}
+	io_uring_queue_exit(&u);
+}
+
 static void json_u64(FILE *f, const char *k, uint64_t v, bool comma)
 {
 	fprintf(f, "\"%s\": %" PRIu64 "%s", k, v, comma ? ", " : "");
@@ -188,5 +285,12 @@ const struct bench_mode mode_spillway = {
 	.name = "spillway",
 	.master_setup = spillway_setup,
 	.worker_run = spillway_worker,
+	.stats_json = spillway_stats_json,
+};
+
+const struct bench_mode mode_spw_uring = {
+	.name = "spw-uring",
+	.master_setup = spillway_setup,
+	.worker_run = spw_uring_worker,
 	.stats_json = spillway_stats_json,
 };

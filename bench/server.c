@@ -13,6 +13,7 @@
  *   migrate    reuseport with net.ipv4.tcp_migrate_req = 1 (set by the
  *              driver) and no master copies: a dead worker's queue migrates.
  *   uring      N SO_REUSEPORT listeners, io_uring multishot accept.
+ *   spw-uring  spillway's group, taken with SPW_URING_ACCEPT in io_uring.
  *   epoll      one shared non-blocking listener, EPOLLEXCLUSIVE epoll_wait()
  *              per worker, accept4() until EAGAIN.
  *   bpf        N SO_REUSEPORT listeners steered by an sk_reuseport program
@@ -72,8 +73,10 @@ static const struct {
 } modes[] = {
 #ifndef SPW_BENCH_NO_SPILLWAY
 	{ "spillway", &mode_spillway },
+	{ "spw-uring", &mode_spw_uring },
 #else
 	{ "spillway", NULL },
+	{ "spw-uring", NULL },
 #endif
 	{ "reuseport", &mode_reuseport },
 	{ "migrate", &mode_migrate },
@@ -604,7 +607,7 @@ static int reap(bool stopping)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: spw-bench-server --mode spillway|reuseport|migrate|uring|epoll|bpf --port P [options]\n"
+"usage: spw-bench-server --mode spillway|spw-uring|reuseport|migrate|uring|epoll|bpf --port P [options]\n"
 "  --workers N            worker processes (default 4)\n"
 "  --work none|cpu:USEC|sleep:USEC   per-connection work after the response\n"
 "  --slow-worker I        worker index whose work is multiplied by --slow-factor\n"

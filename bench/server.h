@@ -104,7 +104,7 @@ struct bench_mode {
 
 extern const struct bench_mode mode_reuseport, mode_migrate, mode_epoll, mode_uring;
 #ifndef SPW_BENCH_NO_SPILLWAY
-extern const struct bench_mode mode_spillway;
+extern const struct bench_mode mode_spillway, mode_spw_uring;
 #endif
 #ifdef SPW_BENCH_HAVE_BPF
 extern const struct bench_mode mode_bpf;
