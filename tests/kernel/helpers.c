@@ -249,6 +249,20 @@ unsigned t_reap(struct spw_ring *r, unsigned n, int ms, struct spw_cqe *out)
 	return got;
 }
 
+unsigned t_drain(struct spw_ring *r)
+{
+	struct spw_cqe *cqe;
+	unsigned head, n = 0;
+
+	spw_for_each_cqe(r, head, cqe) {
+		cr_expect_geq(cqe->fd, 0, "a CQE with fd %d", cqe->fd);
+		close(cqe->fd);
+		n++;
+	}
+	spw_cq_advance(r, n);
+	return n;
+}
+
 static int t_sockstat_inuse(const char *path, const char *tag)
 {
 	char line[256];

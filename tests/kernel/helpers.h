@@ -46,6 +46,8 @@ void t_ring(struct spw_ring *r, int gfd, unsigned m);
  * @out (may be NULL, then the fds are closed) and returns how many.
  */
 unsigned t_reap(struct spw_ring *r, unsigned n, int ms, struct spw_cqe *out);
+/* Close the fds of every CQE ready in @r now and consume them; how many. */
+unsigned t_drain(struct spw_ring *r);
 /* TCP sockets in use in this netns, from /proc/net/sockstat{,6}. */
 int t_tcp_inuse(void);
 /*
