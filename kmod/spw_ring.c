@@ -195,7 +195,13 @@ static unsigned int spw_ring_take(struct spw_ring *r, u32 *toks, unsigned int n)
 	struct spw_ring_acct *a = spw_acct(r);
 	unsigned int mask = g->entries - 1, i;
 
-	if (!spw_fifo_len(r) && READ_ONCE(g->stalled_work)) {
+	if (!spw_fifo_len(r)) {
+		/*
+		 * Nothing of our own: no lock, unless a stalled sibling's work
+		 * can be stolen. A token pushed after this look wakes the ring.
+		 */
+		if (!READ_ONCE(g->stalled_work))
+			return 0;
 		spin_lock_bh(&g->lock);
 		spw_ring_steal_locked(r);
 		spin_unlock_bh(&g->lock);
@@ -516,6 +522,28 @@ static void spw_ring_poll_touch(struct spw_ring *r)
 	spw_ring_touch(r, 0, true);
 }
 
+/*
+ * An enter or an io_uring command begins: spw_ring_touch(r, 0, false),
+ * without the ring's lock when it would write what is there already (the
+ * consumer was here in this jiffy, takes work, its stall clock is this
+ * jiffy, and SPW_POLICY_CPU knows its CPU). A consumer at full speed
+ * enters many times a jiffy; only the first takes the lock. A race with a
+ * tick only makes the consumer look as if it came a jiffy earlier.
+ */
+static void spw_ring_arrive(struct spw_ring *r)
+{
+	const struct spw_ring_acct *a = spw_acct(r);
+	const struct spw_group *g = r->group;
+	unsigned int now = (unsigned int)jiffies;
+
+	if (READ_ONCE(a->last_active) == now && READ_ONCE(a->work_since) == now &&
+	    !READ_ONCE(a->refusing) &&
+	    (!g->cpu_ring ||
+	     READ_ONCE(g->cpu_ring[raw_smp_processor_id()]) == r->idx))
+		return;
+	spw_ring_touch(r, 0, false);
+}
+
 /* Work landed on @r, or the stall timer says a sibling's work can be taken. */
 static bool spw_ring_should_wake(struct spw_ring *r, unsigned int seq)
 {
@@ -567,7 +595,7 @@ static long spw_ring_enter(struct spw_ring *r, struct spw_enter __user *uarg)
 	 */
 	budget = args.max_post ?: UINT_MAX;
 
-	spw_ring_touch(r, 0, false);
+	spw_ring_arrive(r);
 	for (;;) {
 		unsigned int seq = READ_ONCE(r->group->steal_seq);
 		ktime_t left = 0;
@@ -907,7 +935,7 @@ static int spw_ring_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags
 	INIT_LIST_HEAD(&pdu->node);
 
 	/* the consumer is here: responsive, and able to take work again */
-	spw_ring_touch(r, 0, false);
+	spw_ring_arrive(r);
 	/*
 	 * SPW_URING_CANCEL ends the commands that wait when it runs: those
 	 * that saw an older count. One on its way to io-wq misses it there

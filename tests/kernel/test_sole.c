@@ -182,6 +182,37 @@ Test(poll, idle_polls_do_not_take_a_lock_each, .timeout = 60)
 }
 
 /*
+ * An enter that finds nothing (min_complete 0: a consumer that checks
+ * between other work) took its ring's lock twice, for the touch and to
+ * look at an empty FIFO. Now it takes none when the consumer was already
+ * here in this jiffy and nothing waits: 2000 such enters take the ring
+ * lock at most once a jiffy, not 4000 times.
+ */
+Test(enter, idle_enters_do_not_take_a_lock_each, .timeout = 60)
+{
+	int lfd = t_listener(AF_INET, 0, false, 16);
+	int gfd = t_group(&lfd, 1, 8);
+	struct spw_ring ring;
+	long acq, t0, ms;
+
+	t_ring(&ring, gfd, 0);
+	if (!t_lock_stat_reset())
+		cr_skip_test("no lock statistics (CONFIG_LOCK_STAT) here");
+	t0 = t_now_ms();
+	for (unsigned i = 0; i < 2000; i++)
+		cr_assert_eq(spw_enter(&ring, 0, NULL), 0);
+	ms = t_now_ms() - t0;
+	acq = acquisitions(GROUP_LOCK) + acquisitions(RING_LOCK);
+	cr_log_info("2000 enters in %ld ms took the group and ring locks %ld times", ms, acq);
+	cr_expect_lt(acq, 1000, "2000 idle enters took the group and ring locks %ld times", acq);
+	cr_expect_leq(acq, ms + 10, "%ld acquisitions in %ld ms: more than one a jiffy",
+		      acq, ms);
+	spw_ring_exit(&ring);
+	close(gfd);
+	close(lfd);
+}
+
+/*
  * A ring closes with N connections waiting for it; they move to the
  * sibling. The group lock keeps bottom halves off on its CPU while held,
  * and a ring may hold SPW_MAX_RING_ENTRIES of them: the move drops the
