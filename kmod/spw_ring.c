@@ -683,9 +683,12 @@ static int spw_ring_take_one(struct spw_ring *r, u32 aflags,
 struct spw_uring_pdu {
 	struct list_head node;	/* on spw_ring.parked, under wq.lock */
 	u64 cqe_addr;
-	u32 aflags;
+	u32 aflags;		/* SPW_ACCEPT_*, and SPW_PDU_CANCELLED */
 	u32 cancel_seq;		/* spw_ring.cancel_seq when it first waited */
 };
+
+/* io_uring cancelled the parked command: its task work ends it */
+#define SPW_PDU_CANCELLED	BIT(31)
 
 static struct spw_uring_pdu *spw_uring_pdu(struct io_uring_cmd *cmd)
 {
@@ -820,7 +823,7 @@ static void spw_uring_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	struct spw_uring_pdu *pdu = spw_uring_pdu(cmd);
 	int ret = -ECANCELED;
 
-	if (!(issue_flags & IO_URING_F_TASK_DEAD) &&
+	if (!(issue_flags & IO_URING_F_TASK_DEAD) && !(pdu->aflags & SPW_PDU_CANCELLED) &&
 	    pdu->cancel_seq == READ_ONCE(r->cancel_seq)) {
 		ret = spw_uring_try(r, cmd, pdu, issue_flags, false);
 		if (!ret) {
@@ -831,13 +834,20 @@ static void spw_uring_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	spw_uring_finish(r, cmd, ret < 0 ? ret : 0, issue_flags);
 }
 
-/* io_uring cancels @cmd (its io_uring or task goes): if still parked. */
-static void spw_uring_cancel_parked(struct spw_ring *r, struct io_uring_cmd *cmd,
-				    unsigned int issue_flags)
+/*
+ * io_uring cancels @cmd (its io_uring or task goes). If it is parked, its
+ * task work completes it (if not, the task work it is on its way to does).
+ * Not here: a ring's exit cancels from a kworker while the submitter may
+ * live on, and 6.12's lockdep then objects to a CQE of a DEFER_TASKRUN
+ * ring posted by anyone but the submitter (a false positive io_uring
+ * fixed after 6.12); its exit moves our task work to the submitter.
+ */
+static void spw_uring_cancel_parked(struct spw_ring *r, struct io_uring_cmd *cmd)
 {
-	/* not parked: its task work completes it */
-	if (spw_uring_unpark(r, cmd))
-		spw_uring_finish(r, cmd, -ECANCELED, issue_flags);
+	if (spw_uring_unpark(r, cmd)) {
+		spw_uring_pdu(cmd)->aflags |= SPW_PDU_CANCELLED;
+		io_uring_cmd_complete_in_task(cmd, spw_uring_tw);
+	}
 }
 
 /* Wait without a thread: the command completes later. */
@@ -904,7 +914,7 @@ static int spw_ring_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags
 #ifdef SPW_HAVE_URING_CMD_CANCELABLE
 	/* no SQE now: what the command needs is in its pdu */
 	if (issue_flags & IO_URING_F_CANCEL) {
-		spw_uring_cancel_parked(r, cmd, issue_flags);
+		spw_uring_cancel_parked(r, cmd);
 		return 0;
 	}
 #endif
