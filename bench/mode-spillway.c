@@ -64,10 +64,10 @@ static void spillway_setup(void)
 		die("spw_group_create: %s", strerror(-group_fd));
 }
 
-static void spillway_worker(int index)
+/* Worker @index's ring fd; the listeners are the group's. */
+static int open_member_ring(int index)
 {
-	struct spw_ring ring;
-	int ring_fd, ret;
+	int ring_fd;
 
 	close_listeners_except(-1);	/* the group holds the listeners */
 	ring_fd = spw_ring_open(group_fd, (unsigned)index);
@@ -75,6 +75,14 @@ static void spillway_worker(int index)
 		me->setup_error = -ring_fd;
 		die("spw_ring_open(member %d): %s", index, strerror(-ring_fd));
 	}
+	return ring_fd;
+}
+
+static void spillway_worker(int index)
+{
+	struct spw_ring ring;
+	int ring_fd = open_member_ring(index), ret;
+
 	ret = spw_ring_init(&ring, ring_fd);
 	if (ret < 0) {
 		me->setup_error = -ret;
@@ -147,41 +155,18 @@ static void spw_uring_arm(struct io_uring *u, unsigned slot)
 
 static void spw_uring_worker(int index)
 {
-	struct io_uring_params p;
+	int ring_fd = open_member_ring(index), ret;
 	struct io_uring u;
-	int ring_fd, ret;
+	size_t ringsz;
 
-	close_listeners_except(-1);	/* the group holds the listeners */
-	ring_fd = spw_ring_open(group_fd, (unsigned)index);
-	if (ring_fd < 0) {
-		me->setup_error = -ring_fd;
-		die("spw_ring_open(member %d): %s", index, strerror(-ring_fd));
-	}
+	/* the worker needs only its ring */
 	close(group_fd);
 	group_fd = -1;
-	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-	ret = io_uring_queue_init_params(2 * SPW_URING_INFLIGHT, &u, &p);
-	if (ret == -EINVAL) {
-		memset(&p, 0, sizeof(p));
-		ret = io_uring_queue_init_params(2 * SPW_URING_INFLIGHT, &u, &p);
-	}
-	if (ret < 0) {
-		me->setup_error = -ret;
-		die("io_uring_queue_init_params: %s", strerror(-ret));
-	}
-	ret = io_uring_register_files(&u, &ring_fd, 1);
-	if (ret < 0) {
-		me->setup_error = -ret;
-		die("io_uring_register_files: %s", strerror(-ret));
-	}
-	if (io_uring_register_ring_fd(&u) < 0)
-		logmsg("worker %d: io_uring_register_ring_fd failed; continuing", index);
+	ringsz = uring_worker_ring(&u, 2 * SPW_URING_INFLIGHT, 0, ring_fd, index);
 	for (unsigned i = 0; i < SPW_URING_INFLIGHT; i++)
 		spw_uring_arm(&u, i);
 	/* the ring's entries + what completed commands hold */
-	worker_ready((size_t)u.sq.ring_entries * sizeof(struct io_uring_sqe),
-		     o.capacity + SPW_URING_INFLIGHT);
+	worker_ready(ringsz, o.capacity + SPW_URING_INFLIGHT);
 
 	while (!stop_flag) {
 		struct io_uring_cqe *cqe;

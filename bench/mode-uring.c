@@ -48,44 +48,57 @@ static void arm_multishot(struct io_uring *ring)
 	io_uring_sqe_set_data64(sqe, 1);
 }
 
-static int ring_init(struct io_uring *ring, unsigned flags)
+static int ring_init(struct io_uring *ring, unsigned entries, unsigned cq_entries,
+		     unsigned flags)
 {
 	struct io_uring_params p;
 
 	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_CQSIZE | flags;
-	p.cq_entries = o.capacity / 2;
-	return io_uring_queue_init_params(4, ring, &p);
+	p.flags = flags;
+	if (cq_entries) {
+		p.flags |= IORING_SETUP_CQSIZE;
+		p.cq_entries = cq_entries;
+	}
+	return io_uring_queue_init_params(entries, ring, &p);
 }
 
-static void uring_worker(int index)
+size_t uring_worker_ring(struct io_uring *ring, unsigned entries, unsigned cq_entries,
+			 int fd, int index)
 {
-	struct io_uring ring;
-	int lfd, ret;
 	size_t ringsz;
+	int ret;
 
-	close_listeners_except(index);
-	lfd = listen_fds[index];
-	ret = ring_init(&ring, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+	ret = ring_init(ring, entries, cq_entries,
+			IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
 	if (ret == -EINVAL)
-		ret = ring_init(&ring, 0);	/* a kernel before 6.1 */
+		ret = ring_init(ring, entries, cq_entries, 0);	/* a kernel before 6.1 */
 	if (ret < 0) {
 		me->setup_error = -ret;
 		die("io_uring_queue_init_params: %s", strerror(-ret));
 	}
-	ret = io_uring_register_files(&ring, &lfd, 1);
+	ret = io_uring_register_files(ring, &fd, 1);
 	if (ret < 0) {
 		me->setup_error = -ret;
 		die("io_uring_register_files: %s", strerror(-ret));
 	}
 	/* an optimisation only: without it every enter looks the fd up */
-	if (io_uring_register_ring_fd(&ring) < 0)
+	if (io_uring_register_ring_fd(ring) < 0)
 		logmsg("worker %d: io_uring_register_ring_fd failed; continuing", index);
-	if (ring.features & IORING_FEAT_SINGLE_MMAP)
-		ringsz = ring.sq.ring_sz > ring.cq.ring_sz ? ring.sq.ring_sz : ring.cq.ring_sz;
+	if (ring->features & IORING_FEAT_SINGLE_MMAP)
+		ringsz = ring->sq.ring_sz > ring->cq.ring_sz ? ring->sq.ring_sz : ring->cq.ring_sz;
 	else
-		ringsz = ring.sq.ring_sz + ring.cq.ring_sz;
-	ringsz += (size_t)ring.sq.ring_entries * sizeof(struct io_uring_sqe);
+		ringsz = ring->sq.ring_sz + ring->cq.ring_sz;
+	return ringsz + (size_t)ring->sq.ring_entries * sizeof(struct io_uring_sqe);
+}
+
+static void uring_worker(int index)
+{
+	struct io_uring ring;
+	int ret;
+	size_t ringsz;
+
+	close_listeners_except(index);
+	ringsz = uring_worker_ring(&ring, 4, o.capacity / 2, listen_fds[index], index);
 
 	arm_multishot(&ring);
 	/* listen queue (Q/2 - 1) + CQ + the one overflowed final CQE */

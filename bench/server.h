@@ -103,6 +103,16 @@ struct bench_mode {
 };
 
 extern const struct bench_mode mode_reuseport, mode_migrate, mode_epoll, mode_uring;
+
+struct io_uring;
+/*
+ * A worker's io_uring as mode-uring.c sets it up (SINGLE_ISSUER |
+ * DEFER_TASKRUN where the kernel has them, the ring fd registered) with
+ * @fd as fixed file 0; @cq_entries 0: the default CQ. Returns the bytes it
+ * maps; dies on failure.
+ */
+size_t uring_worker_ring(struct io_uring *ring, unsigned entries, unsigned cq_entries,
+			 int fd, int index);
 #ifndef SPW_BENCH_NO_SPILLWAY
 extern const struct bench_mode mode_spillway, mode_spw_uring;
 #endif
